@@ -1,0 +1,146 @@
+"""Storage: the one SQL database, reached through SQLAlchemy Core.
+
+The embedded default is a SQLite file in WAL mode with ``synchronous=FULL``, so a commit is on
+disk before it returns. Production gives a PostgreSQL URL in ``LIANJIE_DATABASE_URL``; the same
+code and the same tests run on both.
+
+Every table of every context hangs off the one ``metadata`` here; Alembic migrations (in
+``lianjie/migrations``) create and evolve them. Timestamps are stored as integer microseconds
+since the epoch in UTC (``Timestamp``): identical on both databases, cheap to compare and index,
+and never naive.
+
+SQLite writers must take the write lock when their transaction starts (``BEGIN IMMEDIATE``),
+otherwise two readers that both decide to write deadlock; ``writer()`` does that. Readers use
+``reader()`` and see a consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+from lianjie.clock import from_us, to_us
+from lianjie.errors import ConfigError
+
+DATABASE_URL_ENV = "LIANJIE_DATABASE_URL"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+POOL_SIZE = 8
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """An aware UTC datetime stored as BIGINT microseconds since the epoch."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        return None if value is None else to_us(value)
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else from_us(value)
+
+
+def default_database_url() -> str:
+    url = os.environ.get(DATABASE_URL_ENV)
+    if url:
+        return url
+    home = Path(os.environ.get("LIANJIE_HOME", "var"))
+    return f"sqlite:///{home / 'lianjie.sqlite3'}"
+
+
+def normalise_url(url: str) -> str:
+    """Accept the usual ``postgresql://`` URL and use the psycopg 3 driver for it."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("sqlite:", "postgresql+psycopg:")):
+        return url
+    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+
+def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
+    url = normalise_url(url or default_database_url())
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, echo)
+    engine = create_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
+                           pool_pre_ping=True)
+    return engine
+
+
+def _sqlite_engine(url: str, echo: bool) -> Engine:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
+                           connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours to emit.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # durable: the WAL is synced at every commit
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA cache_size=-262144")  # 256 MiB page cache
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def is_sqlite(conn_or_engine: Connection | Engine) -> bool:
+    return conn_or_engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def writer(engine: Engine) -> Iterator[Connection]:
+    """A connection in a write transaction (SQLite: the write lock is taken at BEGIN)."""
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def reader(engine: Engine) -> Iterator[Connection]:
+    """A connection in a read transaction: one consistent snapshot."""
+    with engine.connect() as conn:
+        with conn.begin():
+            yield conn
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with Alembic (creating it on a new database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        conn.commit()

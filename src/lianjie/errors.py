@@ -1,0 +1,108 @@
+"""Errors: one hierarchy for the whole product, and the stable codes of domain outcomes.
+
+There are three kinds of error (see STYLE.md):
+
+1. A programmer error is an ``assert``; the request fails with 500 and is logged loudly.
+2. A domain outcome (insufficient funds, duplicate ``out_trade_no``, ...) is a ``DomainError``
+   carrying an ``ErrorCode``. The API maps it to a 4xx Stripe-shaped error; nothing changed.
+3. An infrastructure failure is one of the other ``LianjieError`` subclasses.
+
+The tree::
+
+    LianjieError
+    ├── DomainError            a domain outcome with a stable code (4xx)
+    ├── ConfigError            bad settings: database URL, missing key file, ...
+    └── StorageError           the database failed or is not what we expect
+        └── SchemaError        the database schema is not at the expected revision
+
+Codes are appended and never renamed or reused: clients switch on them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # request shape
+    INVALID_REQUEST = "invalid_request"
+    INVALID_JSON = "invalid_json"
+    INVALID_AMOUNT = "invalid_amount"
+    AMOUNT_TOO_LARGE = "amount_too_large"
+    UNKNOWN_CURRENCY = "unknown_currency"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    # authentication and authorisation
+    MISSING_API_KEY = "missing_api_key"
+    INVALID_API_KEY = "invalid_api_key"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    # idempotency
+    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    # ledger
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    ACCOUNT_FROZEN = "account_frozen"
+    ACCOUNT_CLOSED = "account_closed"
+    ACCOUNTS_MUST_BE_DIFFERENT = "accounts_must_be_different"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CREDIT_LIMIT_EXCEEDED = "credit_limit_exceeded"
+    ENTRY_EMPTY = "entry_empty"
+    ENTRY_TOO_LARGE = "entry_too_large"
+    EXISTS_WITH_DIFFERENT_FIELDS = "exists_with_different_fields"
+    LINKED_EVENT_FAILED = "linked_event_failed"
+    LINKED_CHAIN_OPEN = "linked_chain_open"
+    HOLD_NOT_FOUND = "hold_not_found"
+    HOLD_ALREADY_POSTED = "hold_already_posted"
+    HOLD_ALREADY_VOIDED = "hold_already_voided"
+    HOLD_EXPIRED = "hold_expired"
+    HOLD_AMOUNT_EXCEEDED = "hold_amount_exceeded"
+    ENTRY_NOT_FOUND = "entry_not_found"
+    ALREADY_REVERSED = "already_reversed"
+    # parties
+    PARTY_NOT_FOUND = "party_not_found"
+    MERCHANT_NOT_APPROVED = "merchant_not_approved"
+    MERCHANT_FROZEN = "merchant_frozen"
+    NOT_YOUR_SUB_MERCHANT = "not_your_sub_merchant"
+    FEE_RATE_OUT_OF_BOUNDS = "fee_rate_out_of_bounds"
+    INVALID_STATE_TRANSITION = "invalid_state_transition"
+    # orders and refunds
+    DUPLICATE_OUT_TRADE_NO = "duplicate_out_trade_no"
+    ORDER_NOT_FOUND = "order_not_found"
+    ORDER_CLOSED = "order_closed"
+    ORDER_EXPIRED = "order_expired"
+    ORDER_ALREADY_PAID = "order_already_paid"
+    ORDER_NOT_PAID = "order_not_paid"
+    REFUND_EXCEEDS_PAID = "refund_exceeds_paid"
+    DUPLICATE_OUT_REFUND_NO = "duplicate_out_refund_no"
+    QR_CODE_NOT_FOUND = "qr_code_not_found"
+    INVALID_EXPIRY = "invalid_expiry"
+    # wallets
+    WALLET_NOT_FOUND = "wallet_not_found"
+    SAME_WALLET = "same_wallet"
+
+
+class LianjieError(Exception):
+    """Root of every error Lianjie raises on purpose."""
+
+
+class DomainError(LianjieError):
+    """A domain outcome: the request was understood and refused; nothing changed."""
+
+    def __init__(self, code: ErrorCode, message: str, param: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.param = param
+
+
+class ConfigError(LianjieError):
+    """Settings that cannot work (a bad database URL, an unreadable key file)."""
+
+
+class StorageError(LianjieError):
+    """The database failed or is not in the state the code expects."""
+
+
+class SchemaError(StorageError):
+    """The database schema is not at the revision this code needs."""

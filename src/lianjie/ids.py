@@ -1,0 +1,34 @@
+"""Public identifiers: a type prefix and a random part (``mch_3kTq...``), as Stripe does.
+
+Random ids spread rows over a key space, so tables keyed by them can later be partitioned by key
+across nodes. Ledger entries and accounts use 64-bit integers internally for speed, shown
+publicly with their prefix (``txf_123``, ``acc_45``).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_LENGTH = 20  # 62^20 ~ 2^119: no collisions in practice
+
+
+def new_id(prefix: str) -> str:
+    assert prefix.isalpha() and prefix.islower(), prefix
+    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(RANDOM_LENGTH))
+
+
+def secret_token(nbytes: int = 24) -> str:
+    return secrets.token_urlsafe(nbytes)
+
+
+def format_int_id(prefix: str, value: int) -> str:
+    return f"{prefix}_{value}"
+
+
+def parse_int_id(prefix: str, public: str) -> int | None:
+    """``txf_123`` -> 123 for the right prefix, else None."""
+    head, sep, tail = public.partition("_")
+    if sep != "_" or head != prefix or not tail.isdigit() or len(tail) > 19:
+        return None
+    return int(tail)

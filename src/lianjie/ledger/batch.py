@@ -1,0 +1,553 @@
+"""The batch processor: the single write path for money.
+
+``create_entries(conn, now, entries)`` takes up to ``BATCH_ENTRIES_MAX`` entries and returns one
+``EntryResult`` per entry, in order. Each entry succeeds or fails alone; a linked chain succeeds
+or fails as a whole. It runs inside the caller's write transaction, so a payment's order update
+and its ledger entry commit together.
+
+How a batch runs, and why:
+
+1. Shape checks are pure and need no database.
+2. Everything the batch needs is read up front in a few set-based queries (existing keys, holds,
+   reversal targets, then the accounts, locked ``FOR UPDATE`` on PostgreSQL in id order).
+3. Entries are applied in order to in-memory working copies of the accounts. For each entry the
+   net change per account is computed and checked (status, currency, limits) before anything is
+   changed, so a failing entry leaves no trace; a failing chain restores its snapshot.
+4. The survivors are written with a handful of ``executemany`` calls: entries, postings (with
+   each account's running balance), holds, account totals.
+
+Checks here are domain outcomes (error codes); the asserts are for our own bugs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, select, text
+
+from lianjie.clock import to_us
+from lianjie.errors import ErrorCode
+from lianjie.ledger import schema as s
+from lianjie.ledger.model import (
+    BATCH_ENTRIES_MAX,
+    HOLD_TIMEOUT_S_MAX,
+    KEY_LENGTH_MAX,
+    LEGS_PER_ENTRY_MAX,
+    AccountFlags,
+    AccountStatus,
+    Entry,
+    EntryKind,
+    EntryResult,
+    HoldStatus,
+    Leg,
+)
+from lianjie.money import AMOUNT_MAX
+
+E = ErrorCode
+SQL_IN_CHUNK_MAX = 4000  # SQLite binds at most 32766 variables per statement
+_DMNEC = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+_CMNED = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+_OPEN = AccountStatus.OPEN.value
+_FROZEN = AccountStatus.FROZEN.value
+
+
+class _Acct:
+    """A working copy of one account's counters while a batch is applied."""
+
+    __slots__ = ("id", "currency", "flags", "status", "dp", "cp", "dpend", "cpend", "seq",
+                 "dirty")
+
+    def __init__(self, row: Sequence[object]) -> None:
+        (self.id, self.currency, self.flags, self.status, self.dp, self.cp, self.dpend,
+         self.cpend, self.seq) = row  # type: ignore[misc]
+        self.dirty = False
+
+    def snapshot(self) -> tuple[int, int, int, int, int, bool]:
+        return (self.dp, self.cp, self.dpend, self.cpend, self.seq, self.dirty)  # type: ignore
+
+    def restore(self, snap: tuple[int, int, int, int, int, bool]) -> None:
+        self.dp, self.cp, self.dpend, self.cpend, self.seq, self.dirty = snap
+
+
+class _Hold:
+    __slots__ = ("id", "status", "expires_us", "legs", "resolved_local")
+
+    def __init__(self, hold_id: int, status: int, expires_us: int | None,
+                 legs: tuple[Leg, ...]) -> None:
+        self.id = hold_id
+        self.status = status
+        self.expires_us = expires_us
+        self.legs = legs
+        self.resolved_local: int | None = None
+
+
+class _Batch:
+    """Everything one call to ``create_entries`` reads, computes and writes."""
+
+    def __init__(self, now_us: int, accts: dict[int, _Acct], holds: dict[int, _Hold],
+                 reversed_ids: set[int], reversal_legs: dict[int, tuple[Leg, ...]]) -> None:
+        self.now_us = now_us
+        self.accts = accts
+        self.holds = holds
+        self.reversed_ids = reversed_ids
+        self.reversal_legs = reversal_legs
+        # Output rows use the entry's position in the batch until ids are allocated.
+        self.created: list[int] = []
+        self.postings: list[tuple[int, int, int, int, int, int, int]] = []
+        self.new_holds: list[tuple[int, int | None, tuple[Leg, ...]]] = []
+
+
+def create_entries(conn: Connection, now: datetime, entries: Sequence[Entry]) -> list[EntryResult]:
+    """Apply a batch of entries; one result per entry, in order. See the module docstring."""
+    assert len(entries) <= BATCH_ENTRIES_MAX, "split batches before they reach the ledger"
+    if not entries:
+        return []
+    shape = [_check_shape(e) for e in entries]
+    existing = _load_existing(conn, {e.key for e in entries})
+    holds = _load_holds(conn, {e.pending_id for e in entries if e.pending_id is not None})
+    rev_targets = {e.reverses_id for e in entries if e.reverses_id is not None}
+    reversed_ids, reversal_legs = _load_reversal_targets(conn, rev_targets)
+    account_ids = {x for e in entries for leg in e.legs
+                   for x in (leg.debit_account_id, leg.credit_account_id)}
+    account_ids.update(x for h in holds.values() for leg in h.legs
+                       for x in (leg.debit_account_id, leg.credit_account_id))
+    batch = _Batch(to_us(now), _load_accounts(conn, account_ids), holds, reversed_ids,
+                   reversal_legs)
+    results = _apply_all(batch, entries, shape, existing)
+    ids = _allocate_entry_ids(conn, len(batch.created))
+    local_to_id = dict(zip(batch.created, ids, strict=True))
+    _write(conn, batch, entries, local_to_id)
+    return [_finish(r, local_to_id) for r in results]
+
+
+# -- 1. shape ------------------------------------------------------------------------------------
+
+def _check_shape(e: Entry) -> ErrorCode | None:
+    if not isinstance(e.key, str) or not 0 < len(e.key) <= KEY_LENGTH_MAX:
+        return E.INVALID_REQUEST
+    if e.kind in (EntryKind.POSTED, EntryKind.PENDING):
+        if not e.legs:
+            return E.ENTRY_EMPTY
+        if len(e.legs) > LEGS_PER_ENTRY_MAX:
+            return E.ENTRY_TOO_LARGE
+        if e.pending_id is not None or e.amounts is not None:
+            return E.INVALID_REQUEST
+        for leg in e.legs:
+            a = leg.amount
+            if isinstance(a, bool) or not isinstance(a, int) or a <= 0:
+                return E.INVALID_AMOUNT
+            if a > AMOUNT_MAX:
+                return E.AMOUNT_TOO_LARGE
+            if leg.debit_account_id == leg.credit_account_id:
+                return E.ACCOUNTS_MUST_BE_DIFFERENT
+    else:
+        if e.pending_id is None or e.legs or e.reverses_id is not None:
+            return E.INVALID_REQUEST
+        if e.amounts is not None and any(
+                isinstance(a, bool) or not isinstance(a, int) or a < 0 for a in e.amounts):
+            return E.INVALID_AMOUNT
+    if e.kind == EntryKind.PENDING:
+        if not isinstance(e.timeout_s, int) or not 0 <= e.timeout_s <= HOLD_TIMEOUT_S_MAX:
+            return E.INVALID_REQUEST
+        if e.reverses_id is not None:
+            return E.INVALID_REQUEST
+    elif e.timeout_s:
+        return E.INVALID_REQUEST
+    return None
+
+
+# -- 2. reads ------------------------------------------------------------------------------------
+
+def _chunks(values: Iterable[object]) -> Iterable[list[object]]:
+    items = list(values)
+    for i in range(0, len(items), SQL_IN_CHUNK_MAX):
+        yield items[i:i + SQL_IN_CHUNK_MAX]
+
+
+def _load_existing(conn: Connection, keys: set[str]) -> dict[str, tuple[int, bytes]]:
+    found: dict[str, tuple[int, bytes]] = {}
+    t = s.entries
+    for chunk in _chunks(k for k in keys if isinstance(k, str)):
+        rows = conn.execute(select(t.c.key, t.c.id, t.c.fingerprint).where(t.c.key.in_(chunk)))
+        for key, entry_id, fp in rows:
+            found[key] = (entry_id, bytes(fp))
+    return found
+
+
+def _load_accounts(conn: Connection, ids: set[int]) -> dict[int, _Acct]:
+    t = s.accounts
+    cols = (t.c.id, t.c.currency, t.c.flags, t.c.status, t.c.debits_posted, t.c.credits_posted,
+            t.c.debits_pending, t.c.credits_pending, t.c.posting_count)
+    out: dict[int, _Acct] = {}
+    valid = sorted(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
+    for chunk in _chunks(valid):
+        query = select(*cols).where(t.c.id.in_(chunk)).order_by(t.c.id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        for row in conn.execute(query):
+            out[row[0]] = _Acct(row)
+    return out
+
+
+def _load_holds(conn: Connection, ids: set[int]) -> dict[int, _Hold]:
+    out: dict[int, _Hold] = {}
+    h, hl = s.holds, s.hold_legs
+    for chunk in _chunks(ids):
+        query = select(h.c.entry_id, h.c.status, h.c.expires_at).where(h.c.entry_id.in_(chunk))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        heads = {r[0]: (r[1], r[2]) for r in conn.execute(query)}
+        legs: dict[int, list[Leg]] = {k: [] for k in heads}
+        rows = conn.execute(select(hl.c.entry_id, hl.c.debit_account_id, hl.c.credit_account_id,
+                                   hl.c.amount).where(hl.c.entry_id.in_(list(heads)))
+                            .order_by(hl.c.entry_id, hl.c.leg_no))
+        for entry_id, debit, credit, amount in rows:
+            legs[entry_id].append(Leg(debit, credit, amount))
+        for hold_id, (status, expires) in heads.items():
+            expires_us = None if expires is None else to_us(expires)
+            out[hold_id] = _Hold(hold_id, status, expires_us, tuple(legs[hold_id]))
+    return out
+
+
+def _load_reversal_targets(conn: Connection, ids: set[int]
+                           ) -> tuple[set[int], dict[int, tuple[Leg, ...]]]:
+    """Which targets are already reversed, and each target's legs as posted."""
+    if not ids:
+        return set(), {}
+    e, p = s.entries, s.postings
+    reversed_ids: set[int] = set()
+    legs: dict[int, dict[int, list[int]]] = {}
+    for chunk in _chunks(ids):
+        reversed_ids.update(r[0] for r in conn.execute(
+            select(e.c.reverses_id).where(e.c.reverses_id.in_(chunk))))
+        rows = conn.execute(select(p.c.entry_id, p.c.leg_no, p.c.side, p.c.account_id,
+                                   p.c.amount).where(p.c.entry_id.in_(chunk)))
+        for entry_id, leg_no, side, account_id, amount in rows:
+            pair = legs.setdefault(entry_id, {}).setdefault(leg_no, [0, 0, 0])
+            pair[side] = account_id
+            pair[2] = abs(amount)
+    built = {entry_id: tuple(Leg(v[0], v[1], v[2]) for _, v in sorted(by_leg.items()))
+             for entry_id, by_leg in legs.items()}
+    return reversed_ids, built
+
+
+def _allocate_entry_ids(conn: Connection, n: int) -> list[int]:
+    if n == 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(text("SELECT nextval('ledger_entry_id_seq') "
+                                 "FROM generate_series(1, :n)"), {"n": n})
+        return sorted(r[0] for r in rows)
+    # SQLite: the caller holds the write lock, so max(id) cannot move under us.
+    top = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one()
+    return list(range(top + 1, top + 1 + n))
+
+
+# -- 3. apply ------------------------------------------------------------------------------------
+
+def _apply_all(batch: _Batch, entries: Sequence[Entry], shape: list[ErrorCode | None],
+               existing: dict[str, tuple[int, bytes]]) -> list[EntryResult | int]:
+    """Results, where an int stands for 'created at this position' until ids exist."""
+    results: list[EntryResult | int] = [EntryResult(None, E.INVALID_REQUEST)] * len(entries)
+    seen: dict[str, tuple[int, bytes]] = {}
+    i = 0
+    while i < len(entries):
+        j = i
+        while entries[j].linked and j + 1 < len(entries):
+            j += 1
+        if entries[j].linked:  # the batch ended inside a chain
+            for k in range(i, j + 1):
+                results[k] = EntryResult(None, E.LINKED_CHAIN_OPEN)
+            break
+        _apply_chain(batch, entries, range(i, j + 1), shape, existing, seen, results)
+        i = j + 1
+    return results
+
+
+def _apply_chain(batch: _Batch, entries: Sequence[Entry], chain: range,
+                 shape: list[ErrorCode | None], existing: dict[str, tuple[int, bytes]],
+                 seen: dict[str, tuple[int, bytes]], results: list[EntryResult | int]) -> None:
+    linked = len(chain) > 1
+    if linked:
+        saved = _save(batch, [entries[k] for k in chain])
+    for k in chain:
+        e = entries[k]
+        outcome = _apply_one(batch, e, k, shape[k], existing, seen)
+        results[k] = outcome
+        if isinstance(outcome, EntryResult) and not outcome.ok:
+            if linked:
+                _restore(batch, saved)
+                for other in chain:
+                    results[other] = EntryResult(None, E.LINKED_EVENT_FAILED)
+                    if entries[other].key in seen and seen[entries[other].key][0] == other:
+                        del seen[entries[other].key]
+                results[k] = outcome
+            return
+
+
+def _apply_one(batch: _Batch, e: Entry, index: int, shape_error: ErrorCode | None,
+               existing: dict[str, tuple[int, bytes]], seen: dict[str, tuple[int, bytes]]
+               ) -> EntryResult | int:
+    if shape_error is not None:
+        return EntryResult(None, shape_error)
+    fp = e.fingerprint()
+    prior = existing.get(e.key)
+    if prior is not None:
+        if prior[1] != fp:
+            return EntryResult(prior[0], E.EXISTS_WITH_DIFFERENT_FIELDS)
+        return EntryResult(prior[0], None, replayed=True)
+    earlier = seen.get(e.key)
+    if earlier is not None:
+        if earlier[1] != fp:
+            return EntryResult(None, E.EXISTS_WITH_DIFFERENT_FIELDS)
+        return -1 - earlier[0]  # replay of an entry created earlier in this batch
+    error = _apply_effects(batch, e, index)
+    if error is not None:
+        return EntryResult(None, error)
+    seen[e.key] = (index, fp)
+    batch.created.append(index)
+    return index
+
+
+def _apply_effects(batch: _Batch, e: Entry, index: int) -> ErrorCode | None:
+    if e.kind == EntryKind.POSTED:
+        if e.reverses_id is not None:
+            error = _check_reversal(batch, e)
+            if error is not None:
+                return error
+        return _apply_legs(batch, e.legs, index, pending=False)
+    if e.kind == EntryKind.PENDING:
+        error = _apply_legs(batch, e.legs, index, pending=True)
+        if error is None:
+            expires = batch.now_us + e.timeout_s * 1_000_000 if e.timeout_s else None
+            batch.new_holds.append((index, expires, e.legs))
+        return error
+    return _resolve_hold(batch, e, index)
+
+
+def _check_reversal(batch: _Batch, e: Entry) -> ErrorCode | None:
+    assert e.reverses_id is not None
+    original = batch.reversal_legs.get(e.reverses_id)
+    if original is None:
+        return E.ENTRY_NOT_FOUND
+    if e.reverses_id in batch.reversed_ids:
+        return E.ALREADY_REVERSED
+    swapped = tuple(Leg(leg.credit_account_id, leg.debit_account_id, leg.amount)
+                    for leg in original)
+    if e.legs != swapped:
+        return E.INVALID_REQUEST
+    batch.reversed_ids.add(e.reverses_id)
+    return None
+
+
+def _account_error(batch: _Batch, legs: Sequence[Leg], *, allow_frozen: bool = False
+                   ) -> ErrorCode | None:
+    accts = batch.accts
+    for leg in legs:
+        d = accts.get(leg.debit_account_id)
+        c = accts.get(leg.credit_account_id)
+        if d is None or c is None:
+            return E.ACCOUNT_NOT_FOUND
+        if d.currency != c.currency:
+            return E.CURRENCY_MISMATCH
+        for a in (d, c):
+            if a.status != _OPEN and not (allow_frozen and a.status == _FROZEN):
+                return E.ACCOUNT_FROZEN if a.status == _FROZEN else E.ACCOUNT_CLOSED
+    return None
+
+
+def _limit_error(a: _Acct, dp: int, cp: int, dpend: int, cpend: int) -> ErrorCode | None:
+    if a.flags & _DMNEC and dp + dpend > cp:
+        return E.INSUFFICIENT_FUNDS
+    if a.flags & _CMNED and cp + cpend > dp:
+        return E.CREDIT_LIMIT_EXCEEDED
+    return None
+
+
+def _apply_legs(batch: _Batch, legs: tuple[Leg, ...], index: int, *, pending: bool
+                ) -> ErrorCode | None:
+    error = _account_error(batch, legs)
+    if error is not None:
+        return error
+    accts = batch.accts
+    delta: dict[int, list[int]] = {}
+    for leg in legs:
+        delta.setdefault(leg.debit_account_id, [0, 0])[0] += leg.amount
+        delta.setdefault(leg.credit_account_id, [0, 0])[1] += leg.amount
+    for acct_id, (dd, dc) in delta.items():
+        a = accts[acct_id]
+        if pending:
+            error = _limit_error(a, a.dp, a.cp, a.dpend + dd, a.cpend + dc)
+        else:
+            error = _limit_error(a, a.dp + dd, a.cp + dc, a.dpend, a.cpend)
+        if error is not None:
+            return error
+    if pending:
+        for leg in legs:
+            d, c = accts[leg.debit_account_id], accts[leg.credit_account_id]
+            d.dpend += leg.amount
+            c.cpend += leg.amount
+            d.dirty = c.dirty = True
+        return None
+    _post_legs(batch, legs, index)
+    return None
+
+
+def _post_legs(batch: _Batch, legs: Sequence[Leg], index: int) -> None:
+    accts = batch.accts
+    out = batch.postings
+    for leg_no, leg in enumerate(legs):
+        amount = leg.amount
+        if amount == 0:
+            continue
+        d, c = accts[leg.debit_account_id], accts[leg.credit_account_id]
+        d.dp += amount
+        d.seq += 1
+        d.dirty = True
+        out.append((index, leg_no, 0, d.id, d.seq, -amount, d.cp - d.dp))
+        c.cp += amount
+        c.seq += 1
+        c.dirty = True
+        out.append((index, leg_no, 1, c.id, c.seq, amount, c.cp - c.dp))
+
+
+def _resolve_hold(batch: _Batch, e: Entry, index: int) -> ErrorCode | None:
+    assert e.pending_id is not None
+    hold = batch.holds.get(e.pending_id)
+    if hold is None:
+        return E.HOLD_NOT_FOUND
+    if hold.status == HoldStatus.POSTED:
+        return E.HOLD_ALREADY_POSTED
+    if hold.status in (HoldStatus.VOIDED, HoldStatus.EXPIRED):
+        return E.HOLD_ALREADY_VOIDED if hold.status == HoldStatus.VOIDED else E.HOLD_EXPIRED
+    posting = e.kind == EntryKind.POST_PENDING
+    expired = hold.expires_us is not None and batch.now_us >= hold.expires_us
+    if posting and expired:
+        return E.HOLD_EXPIRED
+    amounts = e.amounts if e.amounts is not None else tuple(leg.amount for leg in hold.legs)
+    if not posting:
+        amounts = tuple(0 for _ in hold.legs)
+    if len(amounts) != len(hold.legs):
+        return E.INVALID_REQUEST
+    if any(a > leg.amount for a, leg in zip(amounts, hold.legs, strict=True)):
+        return E.HOLD_AMOUNT_EXCEEDED
+    error = _account_error(batch, hold.legs, allow_frozen=not posting)
+    if error is not None:
+        return error
+    for leg in hold.legs:
+        d, c = batch.accts[leg.debit_account_id], batch.accts[leg.credit_account_id]
+        d.dpend -= leg.amount
+        c.cpend -= leg.amount
+        d.dirty = c.dirty = True
+        assert d.dpend >= 0 and c.cpend >= 0
+    posted = [Leg(leg.debit_account_id, leg.credit_account_id, a)
+              for leg, a in zip(hold.legs, amounts, strict=True)]
+    _post_legs(batch, posted, index)
+    if posting:
+        hold.status = HoldStatus.POSTED
+    elif e.code == "hold_expired" and expired:
+        hold.status = HoldStatus.EXPIRED
+    else:
+        hold.status = HoldStatus.VOIDED
+    hold.resolved_local = index
+    return None
+
+
+def _save(batch: _Batch, chain: list[Entry]) -> tuple[dict[int, tuple[int, int, int, int, int,
+                                                                         bool]],
+                                                       dict[int, tuple[int, int | None]],
+                                                       int, int, int, set[int]]:
+    ids: set[int] = set()
+    for e in chain:
+        legs = e.legs
+        if e.pending_id is not None and e.pending_id in batch.holds:
+            legs = legs + batch.holds[e.pending_id].legs
+        for leg in legs:
+            ids.add(leg.debit_account_id)
+            ids.add(leg.credit_account_id)
+    accts = {i: batch.accts[i].snapshot() for i in ids if i in batch.accts}
+    holds = {h.id: (h.status, h.resolved_local) for h in batch.holds.values()}
+    return (accts, holds, len(batch.created), len(batch.postings), len(batch.new_holds),
+            set(batch.reversed_ids))
+
+
+def _restore(batch: _Batch, saved: tuple[dict[int, tuple[int, int, int, int, int, bool]],
+                                         dict[int, tuple[int, int | None]],
+                                         int, int, int, set[int]]) -> None:
+    accts, holds, n_created, n_postings, n_holds, reversed_ids = saved
+    for acct_id, snap in accts.items():
+        batch.accts[acct_id].restore(snap)
+    for hold_id, (status, resolved) in holds.items():
+        batch.holds[hold_id].status = status
+        batch.holds[hold_id].resolved_local = resolved
+    del batch.created[n_created:]
+    del batch.postings[n_postings:]
+    del batch.new_holds[n_holds:]
+    batch.reversed_ids = reversed_ids
+
+
+# -- 4. writes -----------------------------------------------------------------------------------
+
+def _placeholders(conn: Connection, n: int) -> str:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return ", ".join([mark] * n)
+
+
+def _write(conn: Connection, batch: _Batch, entries: Sequence[Entry],
+           local_to_id: dict[int, int]) -> None:
+    if not batch.created:
+        return
+    now_us = batch.now_us
+    entry_rows = []
+    for index in batch.created:
+        e = entries[index]
+        entry_rows.append((local_to_id[index], e.key, int(e.kind), e.code, e.pending_id,
+                           e.reverses_id, e.fingerprint(), e.memo, now_us))
+    conn.exec_driver_sql(
+        "INSERT INTO ledger_entries (id, key, kind, code, pending_id, reverses_id, fingerprint,"
+        f" memo, created_at) VALUES ({_placeholders(conn, 9)})", entry_rows)
+    if batch.postings:
+        conn.exec_driver_sql(
+            "INSERT INTO ledger_postings (entry_id, leg_no, side, account_id, account_seq, amount,"
+            f" balance_after, created_at) VALUES ({_placeholders(conn, 8)})",
+            [(local_to_id[p[0]], p[1], p[2], p[3], p[4], p[5], p[6], now_us)
+             for p in batch.postings])
+    _write_holds(conn, batch, local_to_id)
+    dirty = [(a.dp, a.cp, a.dpend, a.cpend, a.seq, a.id) for a in batch.accts.values()
+             if a.dirty]
+    if dirty:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        conn.exec_driver_sql(
+            f"UPDATE ledger_accounts SET debits_posted = {mark}, credits_posted = {mark}, "
+            f"debits_pending = {mark}, credits_pending = {mark}, posting_count = {mark} "
+            f"WHERE id = {mark}", dirty)
+
+
+def _write_holds(conn: Connection, batch: _Batch, local_to_id: dict[int, int]) -> None:
+    if batch.new_holds:
+        conn.exec_driver_sql(
+            "INSERT INTO ledger_holds (entry_id, status, expires_at, resolved_by_id) "
+            f"VALUES ({_placeholders(conn, 4)})",
+            [(local_to_id[i], int(HoldStatus.PENDING), exp, None)
+             for i, exp, _ in batch.new_holds])
+        conn.exec_driver_sql(
+            "INSERT INTO ledger_hold_legs (entry_id, leg_no, debit_account_id, "
+            f"credit_account_id, amount) VALUES ({_placeholders(conn, 5)})",
+            [(local_to_id[i], n, leg.debit_account_id, leg.credit_account_id, leg.amount)
+             for i, _, legs in batch.new_holds for n, leg in enumerate(legs)])
+    resolved = [(int(h.status), local_to_id[h.resolved_local], h.id)
+                for h in batch.holds.values() if h.resolved_local is not None]
+    if resolved:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        conn.exec_driver_sql(
+            f"UPDATE ledger_holds SET status = {mark}, resolved_by_id = {mark} "
+            f"WHERE entry_id = {mark}", resolved)
+
+
+def _finish(result: EntryResult | int, local_to_id: dict[int, int]) -> EntryResult:
+    if isinstance(result, EntryResult):
+        return result
+    if result >= 0:
+        return EntryResult(local_to_id[result])
+    return EntryResult(local_to_id[-1 - result], None, replayed=True)
