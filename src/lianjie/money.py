@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    InvalidOperation,
+)
 
 from lianjie.errors import DomainError, ErrorCode
 
@@ -21,6 +29,8 @@ from lianjie.errors import DomainError, ErrorCode
 # 64-bit column (9.2 * 10^18), which is what every amount column is.
 AMOUNT_MAX = 10**15
 BPS_DENOMINATOR = 10_000
+# Scaling to minor units must be exact: the default context would round to 28 digits, silently.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +125,10 @@ def to_minor(value: Decimal | str, cur: Currency, *, rounding: str | None = None
 
     Without ``rounding`` the value must already be exact in minor units; more digits are refused
     rather than silently truncated. With ``rounding`` (a ``decimal`` rounding mode) it is rounded.
+    The result may be negative but never beyond ``AMOUNT_MAX`` either way (``amount_too_large``).
     """
-    if isinstance(value, float):
-        raise DomainError(ErrorCode.INVALID_AMOUNT, "floats are refused", "amount")
+    if isinstance(value, (float, bool)):
+        raise DomainError(ErrorCode.INVALID_AMOUNT, "floats and bools are refused", "amount")
     try:
         dec = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
@@ -125,7 +136,9 @@ def to_minor(value: Decimal | str, cur: Currency, *, rounding: str | None = None
                           "amount") from None
     if not dec.is_finite():
         raise DomainError(ErrorCode.INVALID_AMOUNT, "amount must be finite", "amount")
-    scaled = dec.scaleb(cur.exponent)
+    scaled = dec.scaleb(cur.exponent, context=_EXACT)
+    if scaled.copy_abs() > AMOUNT_MAX:  # also keeps quantize() within the context's precision
+        raise DomainError(ErrorCode.AMOUNT_TOO_LARGE, f"amount exceeds {AMOUNT_MAX}", "amount")
     if rounding is None:
         if scaled != scaled.to_integral_value():
             raise DomainError(ErrorCode.INVALID_AMOUNT,

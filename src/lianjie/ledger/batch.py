@@ -316,7 +316,11 @@ def _apply_effects(batch: _Batch, e: Entry, index: int) -> ErrorCode | None:
             error = _check_reversal(batch, e)
             if error is not None:
                 return error
-        return _apply_legs(batch, e.legs, index, pending=False)
+        error = _apply_legs(batch, e.legs, index, pending=False)
+        if error is None and e.reverses_id is not None:
+            # Only a reversal that applied uses up its target; a refused one leaves it free.
+            batch.reversed_ids.add(e.reverses_id)
+        return error
     if e.kind == EntryKind.PENDING:
         error = _apply_legs(batch, e.legs, index, pending=True)
         if error is None:
@@ -337,7 +341,6 @@ def _check_reversal(batch: _Batch, e: Entry) -> ErrorCode | None:
                     for leg in original)
     if e.legs != swapped:
         return E.INVALID_REQUEST
-    batch.reversed_ids.add(e.reverses_id)
     return None
 
 

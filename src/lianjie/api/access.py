@@ -1,0 +1,77 @@
+"""Who may see and do what. One place, so every route asks the same questions.
+
+- An operator key may act on anything.
+- A merchant key acts for its own merchant only; naming another merchant is refused.
+- A service provider key acts for its own sub-merchants only (``not_your_sub_merchant``).
+- A consumer key pays orders and uses its own wallet; it may look at an open order (to pay it)
+  and at orders it paid.
+- Objects a caller may not see answer "not found", so ids of others' objects leak nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from lianjie.api.keys import Principal, Role
+from lianjie.errors import DomainError, ErrorCode
+from lianjie.payments import Order, Party, PartyKind, get_order, require_party
+
+
+def acting_merchant(conn: Connection, p: Principal, merchant_id: str | None) -> Party:
+    """The merchant a request acts for, after checking the caller may act for it."""
+    if p.role == Role.MERCHANT:
+        if merchant_id not in (None, p.party_id):
+            raise DomainError(ErrorCode.FORBIDDEN, "a merchant key acts for its own merchant",
+                              "merchant_id")
+        return require_party(conn, p.party_id, PartyKind.MERCHANT)
+    if p.role not in (Role.SERVICE_PROVIDER, Role.OPERATOR):
+        raise DomainError(ErrorCode.FORBIDDEN, "this key cannot act for a merchant")
+    if merchant_id is None:
+        raise DomainError(ErrorCode.INVALID_REQUEST, "merchant_id is required", "merchant_id")
+    merchant = require_party(conn, merchant_id, PartyKind.MERCHANT, "merchant_id")
+    if p.role == Role.SERVICE_PROVIDER and merchant.parent_id != p.party_id:
+        raise DomainError(ErrorCode.NOT_YOUR_SUB_MERCHANT,
+                          f"{merchant_id} is not a sub-merchant of {p.party_id}", "merchant_id")
+    return merchant
+
+
+def may_see_order(p: Principal, order: Order) -> bool:
+    if p.role == Role.OPERATOR:
+        return True
+    if p.role == Role.MERCHANT:
+        return order.merchant_id == p.party_id
+    if p.role == Role.SERVICE_PROVIDER:
+        return order.sp_id == p.party_id
+    if p.role == Role.CONSUMER:
+        return order.payer_id == p.party_id or order.status == "open"
+    return False
+
+
+def visible_order(conn: Connection, p: Principal, order_id: str, *,
+                  for_update: bool = False) -> Order:
+    order = get_order(conn, order_id, for_update=for_update)
+    if order is None or not may_see_order(p, order):
+        raise DomainError(ErrorCode.ORDER_NOT_FOUND, f"no order {order_id!r}", "id")
+    return order
+
+
+def managing_merchant(conn: Connection, p: Principal, merchant_id: str) -> Party:
+    """A merchant an operator or its own service provider may administer (or itself, to read)."""
+    merchant = require_party(conn, merchant_id, PartyKind.MERCHANT, "merchant_id")
+    if p.role == Role.OPERATOR:
+        return merchant
+    if p.role == Role.SERVICE_PROVIDER and merchant.parent_id == p.party_id:
+        return merchant
+    if p.role == Role.MERCHANT and merchant.id == p.party_id:
+        return merchant
+    raise DomainError(ErrorCode.PARTY_NOT_FOUND, f"no merchant {merchant_id!r}", "merchant_id")
+
+
+def owner_visible(p: Principal, owner_id: str, conn: Connection) -> bool:
+    """May the caller see the ledger accounts of ``owner_id``?"""
+    if p.role == Role.OPERATOR or p.party_id == owner_id:
+        return True
+    if p.role == Role.SERVICE_PROVIDER:
+        owner = require_party(conn, owner_id) if owner_id.startswith("mch_") else None
+        return owner is not None and owner.parent_id == p.party_id
+    return False

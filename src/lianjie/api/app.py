@@ -1,0 +1,62 @@
+"""The FastAPI application: routes, Stripe-shaped errors, the committer and background jobs.
+
+``create_app`` builds an app around a ``Runtime``; ``lianjie serve`` runs it under uvicorn. The
+OpenAPI document is at ``/openapi.json`` and interactive docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from starlette.responses import RedirectResponse, Response
+
+import lianjie
+from lianjie.api import errors, routes_parties, routes_payments
+from lianjie.api.background import Background
+from lianjie.api.keys import KeyCache
+from lianjie.api.runtime import Runtime, json
+from lianjie.clock import Clock, SystemClock
+from lianjie.committer import Committer
+from lianjie.payments import PaymentsConfig
+
+
+def make_runtime(engine: Engine, *, clock: Clock | None = None,
+                 cfg: PaymentsConfig | None = None) -> Runtime:
+    return Runtime(engine=engine, committer=Committer(engine), clock=clock or SystemClock(),
+                   cfg=cfg or PaymentsConfig(), key_cache=KeyCache())
+
+
+def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        rt.committer.start()
+        worker = Background(rt) if background else None
+        if worker:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker:
+                worker.stop()
+            rt.committer.stop()
+
+    app = FastAPI(title="Lianjie", version=lianjie.__version__, lifespan=lifespan,
+                  description="QR payments through service providers, wallets and a "
+                              "double-entry ledger. Amounts are integers of minor units (fen).")
+    app.state.runtime = rt
+    errors.install(app)
+    app.include_router(routes_parties.router)
+    app.include_router(routes_payments.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return json({"ok": True, "version": lianjie.__version__})
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/docs")
+
+    return app

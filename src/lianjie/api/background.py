@@ -1,0 +1,70 @@
+"""Background work of a running server, on one thread, each job in bounded batches:
+
+- expire unpaid orders past their expiry, and ledger holds past their timeout;
+- turn new outbox events into webhook deliveries, and send the deliveries that are due;
+- purge idempotency keys older than their time to live.
+
+Every job is a unit of work through the committer, so it shares durable group commits with
+requests. A failing job is logged and retried on the next tick; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import httpx
+
+from lianjie import ledger
+from lianjie import payments as pay
+from lianjie.api import idempotency
+from lianjie.api.runtime import Runtime
+from lianjie.errors import LianjieError
+
+log = logging.getLogger("lianjie.background")
+TICK_S = 1.0
+PURGE_EVERY_TICKS = 600
+
+
+class Background:
+    def __init__(self, rt: Runtime, *, tick_s: float = TICK_S) -> None:
+        self.rt = rt
+        self.tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lianjie-background",
+                                        daemon=True)
+        self._client = httpx.Client(timeout=pay.webhooks.TIMEOUT_S)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._client.close()
+
+    def _loop(self) -> None:
+        ticks = 0
+        while not self._stop.wait(self.tick_s):
+            ticks += 1
+            self.tick(purge=ticks % PURGE_EVERY_TICKS == 0)
+
+    def tick(self, *, purge: bool = False) -> None:
+        rt = self.rt
+        jobs = [
+            ("expire orders", lambda c: pay.do_expire_orders(c, rt.clock.now())),
+            ("expire holds", lambda c: ledger.expire_holds(c, rt.clock.now())),
+            ("enqueue webhooks", lambda c: pay.do_enqueue_deliveries(c, rt.clock.now())),
+        ]
+        if purge:
+            jobs.append(("purge idempotency keys",
+                         lambda c: idempotency.do_purge(c, rt.clock.now())))
+        for name, unit in jobs:
+            try:
+                rt.committer.run(unit)
+            except (LianjieError, AssertionError, OSError) as exc:
+                log.error("background job %s failed: %s", name, exc)
+        try:
+            pay.deliver_due(rt.engine, rt.committer.run, self._client, rt.clock.now())
+        except (LianjieError, OSError) as exc:
+            log.error("webhook delivery failed: %s", exc)

@@ -1,0 +1,100 @@
+"""What every route needs: the database, the committer, the clock, settings, and the three
+request-level duties (who is calling, run a read, run an idempotent write).
+
+Writes go through the group committer: a POST's unit of work (idempotency check, the domain
+action, storing the response) runs in one savepoint of a shared durable transaction, and the
+response is sent only after that transaction commits. Reads run on pooled connections in worker
+threads and never wait for the writer (SQLite WAL readers see the last commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+from fastapi import Request
+from sqlalchemy import Connection, Engine
+from starlette.responses import Response
+
+from lianjie.api import idempotency, keys
+from lianjie.api.keys import KeyCache, Principal, Role
+from lianjie.clock import Clock
+from lianjie.committer import Committer
+from lianjie.errors import DomainError, ErrorCode
+from lianjie.payments import PaymentsConfig
+
+T = TypeVar("T")
+Action = Callable[[Connection], tuple[int, dict[str, Any]]]
+
+
+@dataclass
+class Runtime:
+    engine: Engine
+    committer: Committer
+    clock: Clock
+    cfg: PaymentsConfig
+    key_cache: KeyCache
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self._read, fn)
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            return fn(conn)
+
+    async def write(self, unit: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self.committer.submit(unit))
+
+    async def principal(self, request: Request) -> Principal:
+        header = request.headers.get("authorization")
+        if not header:
+            raise DomainError(ErrorCode.MISSING_API_KEY,
+                              "send your API key as 'Authorization: Bearer <key>'")
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret or len(secret) > 200:
+            raise DomainError(ErrorCode.INVALID_API_KEY, "malformed Authorization header")
+        found = self.key_cache.get(secret)
+        if found is None:
+            found = await self.read(lambda conn: keys.lookup(conn, secret))
+            if found is None:
+                raise DomainError(ErrorCode.INVALID_API_KEY, "unknown or revoked API key")
+            self.key_cache.put(secret, found)
+        return found
+
+    async def mutate(self, request: Request, principal: Principal, action: Action) -> Response:
+        """Run ``action`` once per Idempotency-Key; replay its stored response afterwards."""
+        key = idempotency.check_key(request.headers.get("idempotency-key"))
+        body = await request.body()
+        fp = idempotency.fingerprint(request.method, request.url.path, body)
+
+        def unit(conn: Connection) -> tuple[idempotency.Stored, bool]:
+            stored = idempotency.lookup(conn, principal.key_id, key, fp)
+            if stored is not None:
+                return stored, True
+            status, payload = action(conn)
+            text = orjson.dumps(payload).decode()
+            idempotency.store(conn, self.clock.now(), principal.key_id, key, fp, status, text)
+            return idempotency.Stored(status, text), False
+
+        stored, replayed = await self.write(unit)
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return Response(stored.body, status_code=stored.status_code,
+                        media_type="application/json", headers=headers)
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def json(payload: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    keys.require_role(principal, *roles)

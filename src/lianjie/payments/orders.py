@@ -1,0 +1,265 @@
+"""Payment orders, as in QR collection.
+
+A merchant (or its service provider on its behalf) creates an order with its own unique
+``out_trade_no``; the order's QR code carries a URL the consumer's wallet opens to pay it. The
+states are ``open`` -> ``paid``, or ``open`` -> ``closed`` (by the merchant) or ``expired`` (by
+time). Paying is one ledger entry of up to three legs:
+
+    consumer wallet      -> merchant pending        amount
+    merchant pending     -> platform fee revenue    fee
+    platform fee revenue -> SP commission           the SP's share of the fee
+
+The order row is updated only ``WHERE status = 'open'`` in the same transaction as the entry, so
+two consumers racing to pay one order cannot both succeed: the second finds it paid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Row, select
+
+from lianjie import events, ledger
+from lianjie.errors import DomainError, ErrorCode
+from lianjie.ids import new_id
+from lianjie.ledger import Entry, Leg, Purpose
+from lianjie.money import check_amount, currency
+from lianjie.payments import fees
+from lianjie.payments.config import PaymentsConfig
+from lianjie.payments.parties import (
+    PLATFORM_ID,
+    Party,
+    PartyKind,
+    account_id,
+    get_qr_code,
+    get_store,
+    require_collecting_merchant,
+    require_party,
+)
+from lianjie.payments.schema import orders
+
+OUT_TRADE_NO_LENGTH_MAX = 64
+DESCRIPTION_LENGTH_MAX = 200
+PAGE_SIZE_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    merchant_id: str
+    sp_id: str | None
+    store_id: str | None
+    qr_code_id: str | None
+    out_trade_no: str
+    amount: int
+    currency: str
+    description: str
+    status: str
+    expires_at: datetime
+    created_at: datetime
+    paid_at: datetime | None
+    closed_at: datetime | None
+    payer_id: str | None
+    entry_id: int | None
+    fee_amount: int
+    commission_amount: int
+    refunded_amount: int
+    refunded_fee: int
+    refunded_commission: int
+
+
+def _order(row: Row[tuple[object, ...]]) -> Order:
+    m = row._mapping
+    return Order(**{f: m[f] for f in Order.__dataclass_fields__})
+
+
+def get_order(conn: Connection, order_id: str, *, for_update: bool = False) -> Order | None:
+    query = select(orders).where(orders.c.id == order_id)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return None if row is None else _order(row)
+
+
+def require_order(conn: Connection, order_id: str, *, for_update: bool = False) -> Order:
+    order = get_order(conn, order_id, for_update=for_update) if isinstance(order_id, str) \
+        else None
+    if order is None:
+        raise DomainError(ErrorCode.ORDER_NOT_FOUND, f"no order {order_id!r}", "id")
+    return order
+
+
+def find_order(conn: Connection, merchant_id: str, out_trade_no: str) -> Order | None:
+    row = conn.execute(select(orders).where(orders.c.merchant_id == merchant_id,
+                                            orders.c.out_trade_no == out_trade_no)).first()
+    return None if row is None else _order(row)
+
+
+def list_orders(conn: Connection, *, merchant_id: str | None = None,
+                sp_id: str | None = None, payer_id: str | None = None,
+                status: str | None = None, after: str | None = None,
+                limit: int = 50) -> list[Order]:
+    """Orders newest id last, after the cursor ``after`` (an order id)."""
+    assert 0 < limit <= PAGE_SIZE_MAX
+    query = select(orders)
+    for column, value in ((orders.c.merchant_id, merchant_id), (orders.c.sp_id, sp_id),
+                          (orders.c.payer_id, payer_id), (orders.c.status, status)):
+        if value is not None:
+            query = query.where(column == value)
+    if after is not None:
+        query = query.where(orders.c.id > after)
+    return [_order(r) for r in conn.execute(query.order_by(orders.c.id).limit(limit))]
+
+
+def _check_text(value: object, param: str, length_max: int) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > length_max:
+        raise DomainError(ErrorCode.INVALID_REQUEST,
+                          f"{param} must be 1 to {length_max} characters", param)
+    return value
+
+
+def _check_expiry(cfg: PaymentsConfig, expires_in_s: int | None) -> int:
+    if expires_in_s is None:
+        return cfg.order_expiry_s_default
+    if isinstance(expires_in_s, bool) or not isinstance(expires_in_s, int) or \
+            not cfg.order_expiry_s_min <= expires_in_s <= cfg.order_expiry_s_max:
+        raise DomainError(ErrorCode.INVALID_EXPIRY,
+                          f"expires_in_s must be from {cfg.order_expiry_s_min} to "
+                          f"{cfg.order_expiry_s_max}", "expires_in_s")
+    return expires_in_s
+
+
+def do_create_order(conn: Connection, now: datetime, cfg: PaymentsConfig, merchant_id: str, *,
+                    out_trade_no: str, amount: int, currency_code: str, description: str,
+                    expires_in_s: int | None = None, store_id: str | None = None,
+                    qr_code_id: str | None = None) -> Order:
+    merchant = require_collecting_merchant(conn, merchant_id)
+    _check_text(out_trade_no, "out_trade_no", OUT_TRADE_NO_LENGTH_MAX)
+    _check_text(description, "description", DESCRIPTION_LENGTH_MAX)
+    amount = check_amount(amount)
+    currency(currency_code)
+    ttl = _check_expiry(cfg, expires_in_s)
+    if store_id is not None:
+        store = get_store(conn, store_id)
+        if store is None or store.merchant_id != merchant_id:
+            raise DomainError(ErrorCode.NOT_FOUND, f"no store {store_id!r}", "store_id")
+    if find_order(conn, merchant_id, out_trade_no) is not None:
+        raise DomainError(ErrorCode.DUPLICATE_OUT_TRADE_NO,
+                          f"out_trade_no {out_trade_no!r} is already used", "out_trade_no")
+    order_id = new_id("ord")
+    conn.execute(orders.insert().values(
+        id=order_id, merchant_id=merchant_id, sp_id=merchant.parent_id, store_id=store_id,
+        qr_code_id=qr_code_id, out_trade_no=out_trade_no, amount=amount, currency=currency_code,
+        description=description, status="open", expires_at=now + timedelta(seconds=ttl),
+        created_at=now, fee_amount=0, commission_amount=0, refunded_amount=0, refunded_fee=0,
+        refunded_commission=0))
+    return require_order(conn, order_id)
+
+
+def _check_payable(order: Order, now: datetime) -> None:
+    if order.status == "paid":
+        raise DomainError(ErrorCode.ORDER_ALREADY_PAID, "the order is already paid", "id")
+    if order.status == "closed":
+        raise DomainError(ErrorCode.ORDER_CLOSED, "the order is closed", "id")
+    if order.status == "expired" or now >= order.expires_at:
+        raise DomainError(ErrorCode.ORDER_EXPIRED, "the order has expired", "id")
+    assert order.status == "open", order.status
+
+
+def payment_legs(conn: Connection, order: Order, merchant: Party, payer_id: str
+                 ) -> tuple[tuple[Leg, ...], int, int]:
+    """The legs of paying ``order`` from ``payer_id``'s wallet, with the fee and commission."""
+    cur = order.currency
+    assert merchant.fee_rate_bps is not None
+    fee = fees.fee_for(order.amount, merchant.fee_rate_bps)
+    commission = 0
+    wallet = account_id(conn, payer_id, Purpose.WALLET, cur)
+    pending = account_id(conn, merchant.id, Purpose.MERCHANT_PENDING, cur)
+    legs = [Leg(wallet, pending, order.amount)]
+    if fee:
+        revenue = account_id(conn, PLATFORM_ID, Purpose.FEE_REVENUE, cur)
+        legs.append(Leg(pending, revenue, fee))
+        if merchant.parent_id is not None:
+            sp = require_party(conn, merchant.parent_id, PartyKind.SERVICE_PROVIDER)
+            commission = fees.commission_for(fee, sp.commission_share_bps or 0)
+            if commission:
+                legs.append(Leg(revenue, account_id(conn, sp.id, Purpose.SP_COMMISSION, cur),
+                                commission))
+    return tuple(legs), fee, commission
+
+
+def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, *,
+                 device_id: str | None = None, client_ip: str | None = None) -> Order:
+    """The consumer ``payer_id`` pays the order from its wallet: one ledger entry."""
+    order = require_order(conn, order_id, for_update=True)
+    _check_payable(order, now)
+    payer = require_party(conn, payer_id, PartyKind.CONSUMER, "payer_id")
+    if not payer.active:
+        raise DomainError(ErrorCode.ACCOUNT_FROZEN, "the payer's wallet is frozen", "payer_id")
+    merchant = require_collecting_merchant(conn, order.merchant_id)
+    legs, fee, commission = payment_legs(conn, order, merchant, payer_id)
+    result = ledger.post(conn, now, Entry(key=f"pay:{order.id}", legs=legs, code="payment",
+                                          memo=order.id))
+    updated = conn.execute(orders.update().where(orders.c.id == order.id,
+                                                 orders.c.status == "open").values(
+        status="paid", paid_at=now, payer_id=payer_id, entry_id=result.entry_id,
+        fee_amount=fee, commission_amount=commission, device_id=device_id,
+        client_ip=client_ip))
+    if updated.rowcount != 1:
+        raise DomainError(ErrorCode.ORDER_ALREADY_PAID, "the order is already paid", "id")
+    paid = replace(order, status="paid", paid_at=now, payer_id=payer_id,
+                   entry_id=result.entry_id, fee_amount=fee, commission_amount=commission)
+    events.emit(conn, now, "payment.succeeded", order.merchant_id, order_payload(paid))
+    return paid
+
+
+def do_pay_static_code(conn: Connection, now: datetime, cfg: PaymentsConfig, qr_code_id: str,
+                       payer_id: str, amount: int, *, device_id: str | None = None,
+                       client_ip: str | None = None, out_trade_no: str | None = None) -> Order:
+    """The payer scans a merchant's static collection code and enters the amount."""
+    code = get_qr_code(conn, qr_code_id) if isinstance(qr_code_id, str) else None
+    if code is None or not code.active:
+        raise DomainError(ErrorCode.QR_CODE_NOT_FOUND, f"no active code {qr_code_id!r}", "id")
+    order = do_create_order(conn, now, cfg, code.merchant_id,
+                            out_trade_no=out_trade_no or new_id("scan"), amount=amount,
+                            currency_code=code.currency, description=code.description,
+                            store_id=code.store_id, qr_code_id=code.id)
+    return do_pay_order(conn, now, order.id, payer_id, device_id=device_id, client_ip=client_ip)
+
+
+def do_close_order(conn: Connection, now: datetime, order_id: str) -> Order:
+    order = require_order(conn, order_id, for_update=True)
+    if order.status == "closed":
+        return order  # closing twice is harmless, as in WeChat Pay's close API
+    _check_payable(order, now)
+    conn.execute(orders.update().where(orders.c.id == order_id, orders.c.status == "open")
+                 .values(status="closed", closed_at=now))
+    events.emit(conn, now, "order.closed", order.merchant_id, {"id": order_id})
+    return require_order(conn, order_id)
+
+
+def do_expire_orders(conn: Connection, now: datetime, limit: int = 1000) -> int:
+    """Mark open orders past their expiry as expired; returns how many."""
+    assert 0 < limit <= 10_000
+    rows = conn.execute(select(orders.c.id, orders.c.merchant_id)
+                        .where(orders.c.status == "open", orders.c.expires_at <= now)
+                        .order_by(orders.c.expires_at).limit(limit)).all()
+    for order_id, merchant_id in rows:
+        conn.execute(orders.update().where(orders.c.id == order_id, orders.c.status == "open")
+                     .values(status="expired", closed_at=now))
+        events.emit(conn, now, "order.expired", merchant_id, {"id": order_id})
+    return len(rows)
+
+
+def order_payload(order: Order) -> dict[str, object]:
+    """What events and webhooks say about an order."""
+    return {
+        "id": order.id, "object": "payment_order", "merchant_id": order.merchant_id,
+        "service_provider_id": order.sp_id, "out_trade_no": order.out_trade_no,
+        "amount": order.amount, "currency": order.currency, "status": order.status,
+        "fee_amount": order.fee_amount, "commission_amount": order.commission_amount,
+        "payer_id": order.payer_id, "entry_id": order.entry_id,
+        "paid_at": order.paid_at.isoformat() if order.paid_at else None,
+        "refunded_amount": order.refunded_amount,
+    }
