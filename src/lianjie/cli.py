@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from lianjie import ledger
 from lianjie.committer import run_now
@@ -48,17 +48,17 @@ def bootstrap(engine: Engine) -> str:
     clock = SystemClock()
     key_file = _home() / "operator_key"
 
-    def unit(conn: object) -> str | None:
-        ensure_platform(conn, clock.now(), PaymentsConfig())  # type: ignore[arg-type]
-        has_key = conn.execute(select(api_keys.c.id).where(  # type: ignore[attr-defined]
+    def unit(conn: Connection) -> str | None:
+        ensure_platform(conn, clock.now(), PaymentsConfig())
+        has_key = conn.execute(select(api_keys.c.id).where(
             api_keys.c.party_id == PLATFORM_ID, api_keys.c.revoked_at.is_(None))).first()
         if has_key is not None and key_file.exists():
             return None
-        _key_id, secret = do_issue_key(conn, clock.now(), PLATFORM_ID,  # type: ignore[arg-type]
-                                       Role.OPERATOR, "bootstrap")
+        _key_id, secret = do_issue_key(conn, clock.now(), PLATFORM_ID, Role.OPERATOR,
+                                       "bootstrap")
         return secret
 
-    secret = run_now(engine, unit)  # type: ignore[arg-type]
+    secret = run_now(engine, unit)
     if secret is not None:
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.write_text(secret + "\n")
