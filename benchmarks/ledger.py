@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 import lianjie.schema  # noqa: F401 - every table on the metadata
 from lianjie import ledger as L
@@ -49,6 +50,7 @@ TRANSFERS_DEFAULT = {"sqlite": 1_000_000, "postgresql": 200_000}
 MERCHANT_SHARE = 0.1  # of --accounts; the rest are wallets
 AMOUNT_MINOR_MAX = 10_000  # a transfer moves 0.01 to 100.00 CNY
 ACCOUNT_OPEN_BATCH_MAX = 1_000  # accounts opened per setup transaction
+PG_DROP_ATTEMPTS_MAX = 10
 DURATION_S_MAX_DEFAULT = 90.0  # the timed loop stops after this, whatever --transfers says
 WALLET = L.AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
 
@@ -120,8 +122,8 @@ def _database(kind: str, directory: str | None) -> Iterator[tuple[Engine, str]]:
         return
     url = os.environ.get(POSTGRES_URL_ENV, POSTGRES_URL_DEFAULT)
     admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
-    _pg_admin(admin, f'DROP DATABASE IF EXISTS "{POSTGRES_BENCH_DB}" WITH (FORCE)',
-              f'CREATE DATABASE "{POSTGRES_BENCH_DB}"')
+    _pg_drop(admin)
+    _pg_admin(admin, f'CREATE DATABASE "{POSTGRES_BENCH_DB}"')
     bench_url = f"{url.rsplit('/', 1)[0]}/{POSTGRES_BENCH_DB}"
     engine = make_engine(bench_url)
     try:
@@ -129,8 +131,28 @@ def _database(kind: str, directory: str | None) -> Iterator[tuple[Engine, str]]:
         yield engine, bench_url
     finally:
         engine.dispose()
-        _pg_admin(admin, f'DROP DATABASE IF EXISTS "{POSTGRES_BENCH_DB}" WITH (FORCE)')
+        _pg_drop(admin)
         admin.dispose()
+
+
+def _pg_drop(admin: Engine) -> None:
+    """Drop the benchmark database, waiting out an autovacuum worker still in it.
+
+    A plain DROP DATABASE stops autovacuum itself; ``WITH (FORCE)`` would also end a session
+    left over from a killed run, but a non-superuser may not use it on autovacuum workers.
+    """
+    for attempt in range(PG_DROP_ATTEMPTS_MAX):
+        try:
+            _pg_admin(admin, f'DROP DATABASE IF EXISTS "{POSTGRES_BENCH_DB}"')
+            return
+        except DBAPIError:
+            if attempt + 1 == PG_DROP_ATTEMPTS_MAX:
+                raise
+        try:
+            _pg_admin(admin, f'DROP DATABASE IF EXISTS "{POSTGRES_BENCH_DB}" WITH (FORCE)')
+            return
+        except DBAPIError:
+            time.sleep(1.0)
 
 
 def _pg_admin(admin: Engine, *statements: str) -> None:
@@ -195,7 +217,8 @@ def _profiled(enabled: bool) -> Iterator[None]:
     profiler = Profiler(interval=0.001)
     with profiler:
         yield
-    sys.stderr.write(profiler.output_text(unicode=True, color=False, show_all=False))
+    sys.stderr.write(profiler.output_text(unicode=True, color=False,
+                                          show_all=bool(os.environ.get("BENCH_PROFILE_ALL"))))
 
 
 # -- the timed loop ------------------------------------------------------------------------------
@@ -207,6 +230,10 @@ class Run:
     batches: int = 0
     ledger_s: float = 0.0  # sum of batch latencies: BEGIN .. durable COMMIT
     wall_s: float = 0.0  # the whole loop, including building the requests
+    ledger_cpu_s: float = 0.0  # this process's CPU time inside the batches (not the server's)
+    server_cpu_s: float | None = None  # PostgreSQL backends' CPU time in the loop, when local
+    load_before: float = 0.0  # 1-minute load average: other work on the machine skews the figures
+    load_after: float = 0.0
     stopped_early: bool = False
     latencies_s: list[float] | None = None
 
@@ -216,6 +243,8 @@ def _run(engine: Engine, accts: Accounts, transfers: int, args: argparse.Namespa
     commit = _committer(engine) if args.via == "committer" else _writer(engine)
     run = Run(latencies_s=[])
     assert run.latencies_s is not None
+    run.load_before = os.getloadavg()[0]
+    server_before = _server_cpu(engine)
     start = time.perf_counter()
     while run.transfers < transfers:
         if time.perf_counter() - start > args.duration_max_s:
@@ -223,16 +252,45 @@ def _run(engine: Engine, accts: Accounts, transfers: int, args: argparse.Namespa
             break
         n = min(args.batch, transfers - run.transfers)
         entries = _batch(rng, accts, args.seed, run.transfers, n)
-        t0 = time.perf_counter()
+        cpu0, t0 = time.process_time(), time.perf_counter()
         results = commit(entries)
         elapsed = time.perf_counter() - t0
+        run.ledger_cpu_s += time.process_time() - cpu0
         run.latencies_s.append(elapsed)
         run.ledger_s += elapsed
         run.batches += 1
         run.transfers += n
         run.rejected += sum(1 for r in results if not r.ok or r.replayed)
     run.wall_s = time.perf_counter() - start
+    run.load_after = os.getloadavg()[0]
+    server_after = _server_cpu(engine)
+    if server_after is not None and server_before is not None:
+        run.server_cpu_s = sum(cpu - server_before.get(pid, 0.0)
+                               for pid, cpu in server_after.items())
     return run
+
+
+def _server_cpu(engine: Engine) -> dict[int, float] | None:
+    """CPU seconds of each PostgreSQL backend serving this database, if the server is local.
+
+    Read from /proc, so it needs the server on this machine; None otherwise (and on SQLite,
+    which runs inside this process and is counted in its CPU time).
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        pids = conn.exec_driver_sql("SELECT pid FROM pg_stat_activity "
+                                    "WHERE datname = current_database()").scalars().all()
+    ticks_s = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        out[pid] = (int(fields[11]) + int(fields[12])) / ticks_s  # utime + stime
+    return out
 
 
 def _batch(rng: random.Random, accts: Accounts, seed: int, first: int, n: int
@@ -283,7 +341,9 @@ def _summary(args: argparse.Namespace, transfers: int, run: Run, violations: int
         "transfers_per_s": round(run.transfers / run.ledger_s) if run.ledger_s else 0,
         "transfers_per_s_wall": round(run.transfers / run.wall_s) if run.wall_s else 0,
         **ms, "rejected": run.rejected, "violations": violations,
-        "verify_s": round(verify_s, 2), "stopped_early": run.stopped_early,
+        "verify_s": round(verify_s, 2), "ledger_cpu_s": round(run.ledger_cpu_s, 2),
+        "server_cpu_s": None if run.server_cpu_s is None else round(run.server_cpu_s, 2),
+        "load_before": round(run.load_before, 2), "stopped_early": run.stopped_early,
     }
 
 
@@ -305,6 +365,14 @@ def _report(args: argparse.Namespace, where: str, settings: dict[str, str], setu
               f"(ledger time {run.ledger_s:.2f} s)\n")
     out.write(f"               {summary['transfers_per_s_wall']:>12,} transfers/s "
               f"(wall, incl. building requests, {run.wall_s:.2f} s)\n")
+    out.write(f"  client CPU:  {run.ledger_cpu_s:.2f} s in the batches "
+              f"({run.ledger_cpu_s / run.ledger_s:.0%} of ledger time)")
+    if run.server_cpu_s is not None:
+        out.write(f"; server backends {run.server_cpu_s:.2f} s")
+    out.write("\n")
+    out.write("               1-min load average "
+              f"{run.load_before:.2f} before, {run.load_after:.2f} after "
+              f"({os.cpu_count()} CPUs)\n")
     out.write("  batch commit latency (ms): " + ", ".join(
         f"{name} {summary[f'batch_{name}_ms']}" for name in ("p50", "p90", "p99", "max")) + "\n")
     out.write(f"  verify:      {len(violations)} violations in {verify_s:.2f} s\n")

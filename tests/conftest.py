@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,18 +43,21 @@ def _worker() -> str:
 
 @pytest.fixture(scope="session")
 def pg_engine() -> Iterator[Engine]:
+    """A database of this test process's own, so concurrent test runs never share one."""
     assert PG_URL
-    name = f"lianjie_test_{_worker()}"
+    name = f"lianjie_test_{_worker()}_{os.getpid()}"
     admin = create_engine(normalise_url(PG_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
     base = PG_URL.rsplit("/", 1)[0]
     engine = make_engine(f"{base}/{name}")
     migrate(engine)
     yield engine
     engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def _truncate_all(engine: Engine) -> None:
@@ -114,6 +118,7 @@ from lianjie.cli import bootstrap  # noqa: E402
 from lianjie.payments import PaymentsConfig  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 20.0
+ANY_PARAM = object()  # assert_error: any param will do
 
 
 def _free_port() -> int:
@@ -133,6 +138,7 @@ class Api:
     client: httpx.Client
     background: Background
     institution: dict[str, Any] = field(default_factory=dict)
+    watching: bool = False  # inside ``unchanged()``
 
     def call(self, method: str, path: str, key: str | None, body: Any = None,
              idem: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -181,6 +187,105 @@ class Api:
 
     def balance(self, consumer: dict[str, Any]) -> int:
         return int(self.ok("GET", "/v1/wallet", consumer["api_key"])["balance"])
+
+    # -- for the end-to-end suites: errors, "nothing changed", balances, raw bodies ---------
+
+    def raw(self, method: str, path: str, key: str | None, content: bytes,
+            idem: str | None = None) -> httpx.Response:
+        """Send ``content`` as the body, as is (malformed JSON, non-objects, ...)."""
+        h = {"Content-Type": "application/json"}
+        if key is not None:
+            h["Authorization"] = f"Bearer {key}"
+        if method == "POST" and idem != "":
+            h["Idempotency-Key"] = idem or str(uuid.uuid4())
+        return self.client.request(method, path, content=content, headers=h)
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table; two equal dumps mean nothing changed in between."""
+        with self.rt.engine.connect() as conn:
+            return {t.name: sorted((tuple(r) for r in conn.execute(t.select())), key=repr)
+                    for t in metadata.sorted_tables}
+
+    def count(self, table: str) -> int:
+        with self.rt.engine.connect() as conn:
+            return int(conn.execute(text(f'SELECT count(*) FROM "{table}"')).scalar_one())
+
+    def refused(self, status: int, code: str, method: str, path: str, key: str | None,
+                body: Any = None, *, param: Any = ANY_PARAM, idem: str | None = None,
+                content: bytes | None = None, headers: dict[str, str] | None = None
+                ) -> dict[str, Any]:
+        """Make a request that must fail with ``status`` and ``code`` and change nothing."""
+        with self.unchanged(f"{method} {path} -> {code}"):
+            if content is not None:
+                r = self.raw(method, path, key, content, idem)
+            else:
+                r = self.call(method, path, key, body, idem, headers)
+            return assert_error(r, status, code, param)
+
+    @contextmanager
+    def unchanged(self, what: str = "the block") -> Iterator[None]:
+        """Assert that no row of any table changes inside the block (one check when nested)."""
+        if self.watching:
+            yield
+            return
+        before = self.dump()
+        self.watching = True
+        try:
+            yield
+        finally:
+            self.watching = False
+        after = self.dump()
+        changed = [name for name in before if before[name] != after[name]]
+        assert not changed, f"{what} changed {changed}"
+
+    def verify(self) -> None:
+        verdict = self.ok("GET", "/v1/ledger/verify", self.operator_key)
+        assert verdict["ok"] and verdict["violations"] == [], verdict
+
+    def accounts(self, owner_id: str) -> dict[str, dict[str, Any]]:
+        """The owner's ledger accounts by purpose, as the operator sees them."""
+        found = self.ok("GET", f"/v1/accounts?owner_id={owner_id}", self.operator_key)
+        return {a["purpose"]: a for a in found["data"]}
+
+    def account_balance(self, owner_id: str, purpose: str) -> int:
+        return int(self.accounts(owner_id)[purpose]["balance"])
+
+    def pay(self, consumer: dict[str, Any], order: dict[str, Any],
+            idem: str | None = None) -> httpx.Response:
+        return self.call("POST", f"/v1/orders/{order['id']}/pay", consumer["api_key"], {},
+                         idem)
+
+    def get_order(self, order: dict[str, Any]) -> dict[str, Any]:
+        return self.ok("GET", f"/v1/orders/{order['id']}", self.operator_key)
+
+    def webhook_secret(self, party_id: str) -> str:
+        with self.rt.engine.connect() as conn:
+            return str(conn.execute(text("SELECT webhook_secret FROM parties WHERE id = :id"),
+                                    {"id": party_id}).scalar_one())
+
+
+_ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error",
+               402: "payment_error", 403: "permission_error", 404: "invalid_request_error",
+               405: "invalid_request_error", 409: "invalid_request_error"}
+
+
+def assert_error(r: httpx.Response, status: int, code: str, param: Any = ANY_PARAM
+                 ) -> dict[str, Any]:
+    """A Stripe-shaped error with this status and stable code (and ``param``, if given)."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"] == "application/json", r.headers
+    body = r.json()
+    assert list(body) == ["error"], body
+    err = dict(body["error"])
+    assert set(err) == {"type", "code", "message", "param"}, err
+    assert err["code"] == code, err
+    expected_type = "idempotency_error" if code.startswith("idempotency") else \
+        _ERROR_TYPE[status]
+    assert err["type"] == expected_type, err
+    assert isinstance(err["message"], str) and err["message"], err
+    if param is not ANY_PARAM:
+        assert err["param"] == param, err
+    return err
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The ``lianjie`` command.
 
     lianjie init        create or upgrade the database; print the operator API key
-    lianjie serve       run the HTTP API (and background jobs) under uvicorn
+    lianjie serve       run the HTTP API (and background jobs) under uvicorn, in one process
+                        or in --workers N processes
     lianjie verify      check every ledger invariant against the database; exit 1 on violation
     lianjie simulate    run the agent-based simulator against the database or a running server
     lianjie demo        init, simulate a day if the database is empty, then serve
@@ -16,7 +17,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
@@ -24,9 +28,10 @@ from sqlalchemy import Connection, Engine, select
 from lianjie import ledger
 from lianjie.committer import run_now
 from lianjie.db import default_database_url, make_engine, migrate
-from lianjie.errors import LianjieError
+from lianjie.errors import ConfigError, LianjieError
 
 log = logging.getLogger("lianjie")
+BANNER_WAIT_S = 60.0
 
 
 def _home() -> Path:
@@ -82,11 +87,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = _engine(args)
     key = bootstrap(engine)
     base_url = f"http://{args.host}:{args.port}"
+    if args.workers != 1:
+        return _serve_workers(args, engine, base_url, key)
     app = create_app(make_runtime(engine, cfg=PaymentsConfig(base_url=base_url)))
-    _banner(base_url, key)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level=args.log_level,
+                                           access_log=args.access_log))
+    threading.Thread(target=_banner_when_listening, args=(server, base_url, key),
+                     daemon=True).start()
+    server.run()
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, engine: Engine, base_url: str, key: str) -> int:
+    from lianjie.api.workers import WORKERS_MAX, serve_workers
+
+    if not 1 <= args.workers <= WORKERS_MAX:
+        raise ConfigError(f"--workers must be from 1 to {WORKERS_MAX}")
+    engine.dispose()  # each worker opens its own pool
+    threading.Thread(target=_banner_when_connectable, args=(args.host, args.port, base_url, key),
+                     daemon=True).start()
+    return serve_workers(args.workers, database_url=args.database or default_database_url(),
+                         base_url=base_url, home=_home(), host=args.host, port=args.port,
+                         log_level=args.log_level, access_log=args.access_log)
+
+
+def _banner_when_connectable(host: str, port: int, base_url: str, key: str) -> None:
+    deadline = time.monotonic() + BANNER_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        _banner(base_url, key)
+        return
+
+
+def _banner_when_listening(server: object, base_url: str, key: str) -> None:
+    """Print where to look once the server accepts connections, not before."""
+    deadline = time.monotonic() + BANNER_WAIT_S
+    while not getattr(server, "started", False):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+    _banner(base_url, key)
 
 
 def _banner(base_url: str, key: str) -> None:
@@ -121,9 +166,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     bootstrap(engine)
+    mode = "http" if args.url else args.mode  # a server URL implies driving it over HTTP
     cfg = SimConfig(seed=args.seed, service_providers=args.service_providers,
                     merchants=args.merchants, consumers=args.consumers, days=args.days,
-                    mode=args.mode, url=args.url)
+                    mode=mode, url=args.url)
     report = run_simulation(engine, cfg, progress=not args.quiet)
     print(report.summary())
     return 0 if report.ok else 1
@@ -157,6 +203,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--log-level", default="warning")
         p.add_argument("--access-log", action="store_true")
+        p.add_argument("--workers", type=int, default=1,
+                       help="server processes, each with its own committer (default 1)")
         p.add_argument("--seed", type=int, default=7)
         p.set_defaults(fn=fn)
     sub.add_parser("verify", help="check the ledger's invariants").set_defaults(fn=cmd_verify)

@@ -12,6 +12,10 @@ This is the shape TigerBeetle and PostgreSQL's own commit_delay use: throughput 
 because the groups grow, while latency under light load stays one transaction.
 
 SQLite allows one writer at a time, so one writer thread per process is also the fastest layout.
+When several processes share one SQLite file (``lianjie serve --workers N``), their committers
+also take turns on a lock file beside the database before ``BEGIN IMMEDIATE``: a blocked writer
+then wakes as soon as the other commits, where SQLite's own busy handler would poll with sleeps
+of up to 100 ms. The lock only orders writers; ``BEGIN IMMEDIATE`` still guards correctness.
 On PostgreSQL several processes may each run a committer; units take row locks
 (``SELECT ... FOR UPDATE``) on what they change, and a group that hits a serialization failure
 or deadlock is retried unit by unit, at most ``retry_count_max`` times.
@@ -19,11 +23,14 @@ or deadlock is retried unit by unit, at most ``retry_count_max`` times.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,6 +69,8 @@ class Committer:
         self._start_lock = threading.Lock()
         self.groups_committed = 0
         self.units_committed = 0
+        self._turn_path = _sqlite_turn_path(engine)
+        self._turn_fd: int | None = None  # opened by the writer thread on first use
 
     def start(self) -> None:
         with self._start_lock:
@@ -73,6 +82,9 @@ class Committer:
         if self._started and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout_s)
+        if self._turn_fd is not None and not self._thread.is_alive():
+            os.close(self._turn_fd)
+            self._turn_fd = None
 
     def submit(self, unit: Callable[[Connection], T]) -> Future[T]:
         """Queue a unit of work; the future resolves after its group is durable."""
@@ -135,9 +147,23 @@ class Committer:
                     job.future.set_exception(value)
             return
 
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Wait for this process's turn to write the SQLite file (see the module docstring)."""
+        if self._turn_path is None:
+            yield
+            return
+        if self._turn_fd is None:
+            self._turn_fd = os.open(self._turn_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+
     def _try_group(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        with self.engine.connect() as conn:
+        with self._turn(), self.engine.connect() as conn:
             conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 for job in jobs:
@@ -152,15 +178,26 @@ def _run_unit(conn: Connection, unit: Unit) -> tuple[bool, Any]:
     except DomainError as exc:
         savepoint.rollback()
         return False, exc
-    except OperationalError:
+    except OperationalError as exc:
         savepoint.rollback()
-        raise  # the whole group retries
+        if _is_retryable(exc):
+            raise  # a lock or serialization conflict: the whole group retries
+        log.exception("unit of work failed")  # e.g. SQLite reports bad SQL this way
+        return False, exc
     except Exception as exc:  # noqa: BLE001 - a programmer error fails this unit, loudly
         log.exception("unit of work failed")
         savepoint.rollback()
         return False, exc
     savepoint.commit()
     return True, value
+
+
+def _sqlite_turn_path(engine: Engine) -> str | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or \
+            database.startswith("file:"):
+        return None
+    return database + "-writer.lock"
 
 
 def _is_retryable(exc: DBAPIError) -> bool:

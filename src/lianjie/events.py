@@ -55,12 +55,15 @@ class Event:
     created_at: datetime
 
 
+_INSERT = outbox.insert()  # built once: emit is on every payment's path
+
+
 def emit(conn: Connection, now: datetime, type_: str, partition_key: str,
          payload: dict[str, Any]) -> str:
     """Record an event in the caller's transaction; returns its public id."""
     event_id = new_id("evt")
-    conn.execute(outbox.insert().values(id=event_id, type=type_, partition_key=partition_key,
-                                        payload=orjson.dumps(payload).decode(), created_at=now))
+    conn.execute(_INSERT, {"id": event_id, "type": type_, "partition_key": partition_key,
+                           "payload": orjson.dumps(payload).decode(), "created_at": now})
     return event_id
 
 

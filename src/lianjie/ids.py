@@ -26,9 +26,14 @@ def format_int_id(prefix: str, value: int) -> str:
     return f"{prefix}_{value}"
 
 
+INT_ID_MAX = 2**63 - 1  # the ids are signed 64-bit columns
+
+
 def parse_int_id(prefix: str, public: str) -> int | None:
-    """``txf_123`` -> 123 for the right prefix, else None."""
+    """``txf_123`` -> 123 for the right prefix, else None (also past a 64-bit column)."""
     head, sep, tail = public.partition("_")
-    if sep != "_" or head != prefix or not tail.isdigit() or len(tail) > 19:
+    if sep != "_" or head != prefix or not (tail.isascii() and tail.isdigit()) or \
+            len(tail) > 19:
         return None
-    return int(tail)
+    value = int(tail)
+    return value if value <= INT_ID_MAX else None

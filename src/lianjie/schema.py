@@ -1,6 +1,12 @@
-"""Imports every context's tables so the one ``metadata`` is complete (for Alembic and tests)."""
+"""Imports every context's tables so the one ``metadata`` is complete (for Alembic and tests).
 
-import lianjie.events  # noqa: F401
-import lianjie.ledger.schema  # noqa: F401
-import lianjie.payments.schema  # noqa: F401
-import lianjie.api.schema  # noqa: F401 - the API's own tables (keys, idempotency)
+This is a registry, not a context: it imports the API's tables too, which is why it lives
+outside every context package.
+"""
+
+import lianjie.api.schema
+import lianjie.events
+import lianjie.ledger.schema
+import lianjie.payments.schema
+
+__all__ = ["lianjie"]

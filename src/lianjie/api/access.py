@@ -4,7 +4,9 @@
 - A merchant key acts for its own merchant only; naming another merchant is refused.
 - A service provider key acts for its own sub-merchants only (``not_your_sub_merchant``).
 - A consumer key pays orders and uses its own wallet; it may look at an open order (to pay it)
-  and at orders it paid.
+  and at orders it paid. Paying needs only the order's id, which its QR code carries: an order
+  that is no longer open answers why (``order_already_paid``, ``order_closed``,
+  ``order_expired``), so the consumer who lost a race to pay learns that it was paid.
 - Objects a caller may not see answer "not found", so ids of others' objects leak nothing.
 """
 

@@ -33,7 +33,8 @@ _STATUS: dict[ErrorCode, int] = {
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",
-                         402: "payment_error", 400: "invalid_request_error"}
+                         402: "payment_error", 400: "invalid_request_error",
+                         405: "invalid_request_error"}
 
 
 def status_for(code: ErrorCode) -> int:

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select, text
 
 from lianjie.api.schema import idempotency_keys as ik
 from lianjie.errors import DomainError, ErrorCode
@@ -43,9 +43,26 @@ def check_key(key: str | None) -> str:
     return key
 
 
+# Built once: every POST runs these two, and building a statement costs SQLAlchemy more CPU
+# than executing it (about 60 of 85 us for a select, 100 of 120 for an insert with .values()).
+_LOOKUP = select(ik.c.fingerprint, ik.c.status_code, ik.c.body).where(
+    ik.c.api_key_id == bindparam("b_api_key_id"), ik.c.key == bindparam("b_key"))
+_STORE = ik.insert()
+_LOCK_PG = text("SELECT pg_advisory_xact_lock(:lock_key)")
+
+
 def lookup(conn: Connection, api_key_id: str, key: str, fp: bytes) -> Stored | None:
-    row = conn.execute(select(ik.c.fingerprint, ik.c.status_code, ik.c.body)
-                       .where(ik.c.api_key_id == api_key_id, ik.c.key == key)).first()
+    """The stored response for this key, if its request ran; call it first in the unit.
+
+    On PostgreSQL it first locks the key until the transaction ends, because several processes
+    may run committers there: a request with the same key in another process then waits for
+    this one to commit and replays it, instead of racing it to a unique-key error. (On SQLite
+    one writer at a time does that already; in one process the committer does.)
+    """
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256(api_key_id.encode() + b"\0" + key.encode()).digest()
+        conn.execute(_LOCK_PG, {"lock_key": int.from_bytes(digest[:8], "big", signed=True)})
+    row = conn.execute(_LOOKUP, {"b_api_key_id": api_key_id, "b_key": key}).first()
     if row is None:
         return None
     if bytes(row.fingerprint) != fp:
@@ -57,8 +74,8 @@ def lookup(conn: Connection, api_key_id: str, key: str, fp: bytes) -> Stored | N
 
 def store(conn: Connection, now: datetime, api_key_id: str, key: str, fp: bytes,
           status_code: int, body: str) -> None:
-    conn.execute(ik.insert().values(api_key_id=api_key_id, key=key, fingerprint=fp,
-                                    status_code=status_code, body=body, created_at=now))
+    conn.execute(_STORE, {"api_key_id": api_key_id, "key": key, "fingerprint": fp,
+                          "status_code": status_code, "body": body, "created_at": now})
 
 
 def do_purge(conn: Connection, now: datetime) -> int:

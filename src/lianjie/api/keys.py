@@ -60,6 +60,10 @@ def do_issue_key(conn: Connection, now: datetime, party_id: str, role: Role,
 
 
 def do_revoke_key(conn: Connection, now: datetime, key_id: str) -> None:
+    """Revoke a key; revoking it again is harmless, an unknown key is ``not_found``."""
+    found = conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id)).first()
+    if found is None:
+        raise DomainError(ErrorCode.NOT_FOUND, f"no API key {key_id!r}", "id")
     conn.execute(api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                  .values(revoked_at=now))
 

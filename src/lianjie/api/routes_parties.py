@@ -14,12 +14,12 @@ from lianjie import payments as pay
 from lianjie.api import keys, views
 from lianjie.api.access import acting_merchant, managing_merchant
 from lianjie.api.keys import Principal, Role
-from lianjie.api.runtime import Runtime, json, require_role, runtime
+from lianjie.api.runtime import Runtime, current_runtime, json, require_role, runtime
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.payments import PartyKind
 
 router = APIRouter(prefix="/v1")
-RT = Annotated[Runtime, Depends(runtime)]
+RT = Annotated[Runtime, Depends(current_runtime)]
 PAGE_LIMIT_MAX = 100
 
 

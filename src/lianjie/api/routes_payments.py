@@ -15,13 +15,13 @@ from lianjie.api import views
 from lianjie.api.access import acting_merchant, owner_visible, visible_order
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
-from lianjie.api.runtime import Runtime, json, require_role, runtime
+from lianjie.api.runtime import Runtime, current_runtime, json, require_role
 from lianjie.errors import DomainError, ErrorCode
-from lianjie.ids import parse_int_id
+from lianjie.ids import INT_ID_MAX, parse_int_id
 from lianjie.money import DEFAULT_CURRENCY
 
 router = APIRouter(prefix="/v1")
-RT = Annotated[Runtime, Depends(runtime)]
+RT = Annotated[Runtime, Depends(current_runtime)]
 Limit = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)]
 
 
@@ -126,7 +126,8 @@ async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
     ip = _client_ip(request)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
-        visible_order(conn, p, order_id, for_update=True)
+        # Any consumer holding the order's id (its QR code) may try to pay it, and is told why
+        # it cannot (paid, closed, expired) rather than "not found": see ``access``.
         order = pay.do_pay_order(conn, rt.clock.now(), order_id, p.party_id,
                                  device_id=body.device_id, client_ip=ip)
         return 200, views.order(order, rt.cfg)
@@ -267,7 +268,8 @@ async def get_account(account_id: str, rt: RT, p: Caller) -> Response:
 
 
 @router.get("/accounts/{account_id}/postings", tags=["ledger"])
-async def account_postings(account_id: str, rt: RT, p: Caller, after: int = 0,
+async def account_postings(account_id: str, rt: RT, p: Caller,
+                           after: Annotated[int, Query(ge=0, le=INT_ID_MAX)] = 0,
                            limit: Limit = 50) -> Response:
     def read(conn: Connection) -> dict[str, Any]:
         account = _account(conn, p, account_id)

@@ -92,6 +92,12 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
+async def current_runtime(request: Request) -> Runtime:
+    """``runtime`` as a route dependency. It is async because FastAPI runs a plain ``def``
+    dependency in a worker thread: a thread hop per request for an attribute read."""
+    return runtime(request)
+
+
 def json(payload: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 

@@ -3,7 +3,8 @@
 A merchant (or its service provider on its behalf) creates an order with its own unique
 ``out_trade_no``; the order's QR code carries a URL the consumer's wallet opens to pay it. The
 states are ``open`` -> ``paid``, or ``open`` -> ``closed`` (by the merchant) or ``expired`` (by
-time). Paying is one ledger entry of up to three legs:
+time). An order is in the platform's currency (``PaymentsConfig.currency``), the one its
+merchant is onboarded and settled in. Paying is one ledger entry of up to three legs:
 
     consumer wallet      -> merchant pending        amount
     merchant pending     -> platform fee revenue    fee
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from lianjie import events, ledger
 from lianjie.errors import DomainError, ErrorCode
@@ -74,11 +75,20 @@ def _order(row: Row[tuple[object, ...]]) -> Order:
     return Order(**{f: m[f] for f in Order.__dataclass_fields__})
 
 
+# The statements of the create-and-pay path, built once: building a statement costs SQLAlchemy
+# about three times what executing a cached one does (see benchmarks/payments_http.py).
+_BY_ID = select(orders).where(orders.c.id == bindparam("b_order_id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
+_BY_OUT_TRADE_NO = select(orders).where(orders.c.merchant_id == bindparam("b_merchant_id"),
+                                        orders.c.out_trade_no == bindparam("b_out_trade_no"))
+_INSERT = orders.insert()
+_UPDATE_IF_OPEN = orders.update().where(orders.c.id == bindparam("b_order_id"),
+                                        orders.c.status == "open")
+
+
 def get_order(conn: Connection, order_id: str, *, for_update: bool = False) -> Order | None:
-    query = select(orders).where(orders.c.id == order_id)
-    if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    lock = for_update and conn.dialect.name == "postgresql"
+    row = conn.execute(_BY_ID_FOR_UPDATE if lock else _BY_ID, {"b_order_id": order_id}).first()
     return None if row is None else _order(row)
 
 
@@ -91,8 +101,8 @@ def require_order(conn: Connection, order_id: str, *, for_update: bool = False) 
 
 
 def find_order(conn: Connection, merchant_id: str, out_trade_no: str) -> Order | None:
-    row = conn.execute(select(orders).where(orders.c.merchant_id == merchant_id,
-                                            orders.c.out_trade_no == out_trade_no)).first()
+    row = conn.execute(_BY_OUT_TRADE_NO, {"b_merchant_id": merchant_id,
+                                          "b_out_trade_no": out_trade_no}).first()
     return None if row is None else _order(row)
 
 
@@ -100,8 +110,9 @@ def list_orders(conn: Connection, *, merchant_id: str | None = None,
                 sp_id: str | None = None, payer_id: str | None = None,
                 status: str | None = None, after: str | None = None,
                 limit: int = 50) -> list[Order]:
-    """Orders newest id last, after the cursor ``after`` (an order id)."""
-    assert 0 < limit <= PAGE_SIZE_MAX
+    """Orders in id order after the cursor ``after`` (an order id). Ids are random, so this
+    is a stable order for paging, not the order of creation."""
+    assert 0 < limit <= PAGE_SIZE_MAX + 1  # a full page and one more row: is there more?
     query = select(orders)
     for column, value in ((orders.c.merchant_id, merchant_id), (orders.c.sp_id, sp_id),
                           (orders.c.payer_id, payer_id), (orders.c.status, status)):
@@ -139,6 +150,10 @@ def do_create_order(conn: Connection, now: datetime, cfg: PaymentsConfig, mercha
     _check_text(description, "description", DESCRIPTION_LENGTH_MAX)
     amount = check_amount(amount)
     currency(currency_code)
+    if currency_code != cfg.currency:
+        # Merchants are onboarded, priced and settled in the platform's currency.
+        raise DomainError(ErrorCode.CURRENCY_MISMATCH,
+                          f"orders are in {cfg.currency}, not {currency_code}", "currency")
     ttl = _check_expiry(cfg, expires_in_s)
     if store_id is not None:
         store = get_store(conn, store_id)
@@ -147,14 +162,15 @@ def do_create_order(conn: Connection, now: datetime, cfg: PaymentsConfig, mercha
     if find_order(conn, merchant_id, out_trade_no) is not None:
         raise DomainError(ErrorCode.DUPLICATE_OUT_TRADE_NO,
                           f"out_trade_no {out_trade_no!r} is already used", "out_trade_no")
-    order_id = new_id("ord")
-    conn.execute(orders.insert().values(
-        id=order_id, merchant_id=merchant_id, sp_id=merchant.parent_id, store_id=store_id,
+    values = dict(
+        id=new_id("ord"), merchant_id=merchant_id, sp_id=merchant.parent_id, store_id=store_id,
         qr_code_id=qr_code_id, out_trade_no=out_trade_no, amount=amount, currency=currency_code,
         description=description, status="open", expires_at=now + timedelta(seconds=ttl),
         created_at=now, fee_amount=0, commission_amount=0, refunded_amount=0, refunded_fee=0,
-        refunded_commission=0))
-    return require_order(conn, order_id)
+        refunded_commission=0)
+    conn.execute(_INSERT, values)
+    # The row is what was just written; the columns not written are empty.
+    return Order(**{f: values.get(f) for f in Order.__dataclass_fields__})  # type: ignore[arg-type]
 
 
 def _check_payable(order: Order, now: datetime) -> None:
@@ -201,11 +217,10 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
     legs, fee, commission = payment_legs(conn, order, merchant, payer_id)
     result = ledger.post(conn, now, Entry(key=f"pay:{order.id}", legs=legs, code="payment",
                                           memo=order.id))
-    updated = conn.execute(orders.update().where(orders.c.id == order.id,
-                                                 orders.c.status == "open").values(
-        status="paid", paid_at=now, payer_id=payer_id, entry_id=result.entry_id,
-        fee_amount=fee, commission_amount=commission, device_id=device_id,
-        client_ip=client_ip))
+    updated = conn.execute(_UPDATE_IF_OPEN, {
+        "b_order_id": order.id, "status": "paid", "paid_at": now, "payer_id": payer_id,
+        "entry_id": result.entry_id, "fee_amount": fee, "commission_amount": commission,
+        "device_id": device_id, "client_ip": client_ip})
     if updated.rowcount != 1:
         raise DomainError(ErrorCode.ORDER_ALREADY_PAID, "the order is already paid", "id")
     paid = replace(order, status="paid", paid_at=now, payer_id=payer_id,

@@ -129,7 +129,7 @@ def wallet_balance(conn: Connection, consumer_id: str, currency_code: str) -> Wa
 
 def wallet_operations_of(conn: Connection, consumer_id: str, *, after: str | None = None,
                          limit: int = 50) -> list[WalletOperation]:
-    assert 0 < limit <= PAGE_SIZE_MAX
+    assert 0 < limit <= PAGE_SIZE_MAX + 1  # a full page and one more row: is there more?
     t = wallet_operations
     query = select(t).where(t.c.consumer_id == consumer_id)
     if after is not None:

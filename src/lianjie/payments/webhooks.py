@@ -97,13 +97,18 @@ def do_enqueue_deliveries(conn: Connection, now: datetime, limit: int = ENQUEUE_
     after = events.cursor(conn, CONSUMER)
     batch = events.read_after(conn, after, limit)
     created = 0
+    # A batch holds many events of few merchants; this job runs on the committer, where every
+    # query delays the requests waiting behind it, so each merchant's recipients are read once.
+    recipients: dict[str, list[tuple[str, str]]] = {}
     for event in batch:
         if event.type not in NOTIFIED_TYPES:
             continue
         body = orjson.dumps({"id": event.id, "object": "event", "type": event.type,
                              "created_at": event.created_at.isoformat(),
                              "data": event.payload}).decode()
-        for party_id, url in _recipients(conn, event.partition_key):
+        if event.partition_key not in recipients:
+            recipients[event.partition_key] = _recipients(conn, event.partition_key)
+        for party_id, url in recipients[event.partition_key]:
             conn.execute(wd.insert().values(
                 id=new_id("whd"), event_id=event.id, event_type=event.type, party_id=party_id,
                 url=url, payload=body, status="pending", attempts=0, next_attempt_at=now,
