@@ -74,9 +74,13 @@ _ROLE_OF = {PartyKind.SERVICE_PROVIDER: Role.SERVICE_PROVIDER, PartyKind.MERCHAN
 
 
 def _with_key(conn: Connection, rt: Runtime, party: pay.Party) -> dict[str, Any]:
-    """A new party's JSON with its first API key (the only time the secret is shown)."""
+    """A new party's JSON with its first API key and, for merchants and service providers, the
+    secret that signs their webhooks: the only time either is shown."""
     _key_id, secret = keys.do_issue_key(conn, rt.clock.now(), party.id, _ROLE_OF[party.kind])
-    return {**views.party(party), "api_key": secret}
+    out = {**views.party(party), "api_key": secret}
+    if party.webhook_secret:
+        out["webhook_secret"] = party.webhook_secret
+    return out
 
 
 @router.post("/service_providers", status_code=201, tags=["parties"])

@@ -19,6 +19,7 @@ from lianjie.api.runtime import Runtime, current_runtime, json, require_role
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import INT_ID_MAX, parse_int_id
 from lianjie.money import DEFAULT_CURRENCY
+from lianjie.money import currency as lookup_currency
 
 router = APIRouter(prefix="/v1")
 RT = Annotated[Runtime, Depends(current_runtime)]
@@ -189,6 +190,15 @@ def _consumer(p: Principal) -> str:
     return p.party_id
 
 
+def _platform_currency(rt: Runtime, code: str) -> str:
+    """Wallets move the platform's currency, the one its merchants are paid in."""
+    if code != rt.cfg.currency:
+        lookup_currency(code)  # an unknown code is unknown_currency, a known one a mismatch
+        raise DomainError(ErrorCode.CURRENCY_MISMATCH,
+                          f"this platform's wallets hold {rt.cfg.currency}", "currency")
+    return code
+
+
 @router.get("/wallet", tags=["wallets"])
 async def wallet(rt: RT, p: Caller, currency: str = DEFAULT_CURRENCY) -> Response:
     consumer_id = _consumer(p)
@@ -211,7 +221,7 @@ async def top_up(body: WalletMoveIn, request: Request, rt: RT, p: Caller) -> Res
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         op = pay.do_top_up(conn, rt.clock.now(), consumer_id, body.institution_id, body.amount,
-                           body.currency)
+                           _platform_currency(rt, body.currency))
         return 201, views.wallet_operation(op)
 
     return await rt.mutate(request, p, action)
@@ -223,7 +233,7 @@ async def withdraw(body: WalletMoveIn, request: Request, rt: RT, p: Caller) -> R
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         op = pay.do_withdraw(conn, rt.clock.now(), consumer_id, body.institution_id,
-                             body.amount, body.currency)
+                             body.amount, _platform_currency(rt, body.currency))
         return 201, views.wallet_operation(op)
 
     return await rt.mutate(request, p, action)
@@ -235,7 +245,7 @@ async def p2p(body: P2PIn, request: Request, rt: RT, p: Caller) -> Response:
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         op = pay.do_p2p(conn, rt.clock.now(), consumer_id, body.recipient_id, body.amount,
-                        body.currency, body.note)
+                        _platform_currency(rt, body.currency), body.note)
         return 201, views.wallet_operation(op)
 
     return await rt.mutate(request, p, action)

@@ -67,7 +67,11 @@ class Runtime:
         return found
 
     async def mutate(self, request: Request, principal: Principal, action: Action) -> Response:
-        """Run ``action`` once per Idempotency-Key; replay its stored response afterwards."""
+        """Run ``action`` once per Idempotency-Key; replay its stored response afterwards.
+
+        Secrets in a response (a new API key, a webhook signing secret) are not stored: a
+        replay shows them as ``[shown once]``.
+        """
         key = idempotency.check_key(request.headers.get("idempotency-key"))
         body = await request.body()
         fp = idempotency.fingerprint(request.method, request.url.path, body)
@@ -78,13 +82,24 @@ class Runtime:
                 return stored, True
             status, payload = action(conn)
             text = orjson.dumps(payload).decode()
-            idempotency.store(conn, self.clock.now(), principal.key_id, key, fp, status, text)
+            kept = orjson.dumps(redact(payload)).decode() if SECRET_FIELDS & payload.keys() \
+                else text
+            idempotency.store(conn, self.clock.now(), principal.key_id, key, fp, status, kept)
             return idempotency.Stored(status, text), False
 
         stored, replayed = await self.write(unit)
         headers = {"Idempotent-Replayed": "true"} if replayed else None
         return Response(stored.body, status_code=stored.status_code,
                         media_type="application/json", headers=headers)
+
+
+SECRET_FIELDS = frozenset({"api_key", "secret", "webhook_secret"})
+REDACTED = "[shown once]"
+
+
+def redact(payload: dict[str, Any]) -> dict[str, Any]:
+    """The response as stored for replays: secrets are shown once and never stored."""
+    return {k: (REDACTED if k in SECRET_FIELDS else v) for k, v in payload.items()}
 
 
 def runtime(request: Request) -> Runtime:
