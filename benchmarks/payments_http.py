@@ -18,8 +18,18 @@ and its latency is from sending the first request to reading the second response
    raw asyncio on uvloop, not an HTTP library, so that on a two-core machine it takes as little
    CPU from the server as it can; the CPU it did take is measured and reported, as is the
    server's;
-4. asks the server to verify the ledger (``GET /v1/ledger/verify``, must be ok) and checks that
-   every payment the clients saw succeed is a paid order with the right amount.
+4. runs three races that must come out the same whatever the interleaving (and, with
+   ``--workers``, whichever processes the connections land on): many consumers pay one order,
+   one wallet pays many orders it can afford only one of, one Idempotency-Key is sent many
+   times at once;
+5. asks the server to verify the ledger (``GET /v1/ledger/verify``, must be ok) and reads back
+   a sample of the payments the clients saw succeed: each must be a paid order of the right
+   payer and amount.
+
+It exits 1 on any error response during the load, a failed race, a ledger violation or a wrong
+order. The server's CPU (all its processes) and the generator's own are read from ``/proc``
+over the measured window, with how busy the whole machine was: on a shared machine other work
+takes cores too, so ``server_cpu_ms_per_payment`` is the steadier figure to compare changes by.
 
 Durability is the server's normal one (SQLite WAL with ``synchronous=FULL``; PostgreSQL with
 ``synchronous_commit=on``): a response is sent only after its group commit is on disk.
@@ -28,6 +38,7 @@ The headline figures are printed as one JSON object on the last line, for script
 
     .venv/bin/python benchmarks/payments_http.py --database sqlite
     .venv/bin/python benchmarks/payments_http.py --database postgresql --concurrency 64
+    .venv/bin/python benchmarks/payments_http.py --workers 2 --concurrency 8 --duration 20
 """
 
 from __future__ import annotations

@@ -68,7 +68,10 @@ def serve_workers(workers: int, *, database_url: str, base_url: str, home: Path,
         if p.is_alive():
             p.kill()
             p.join()
-    return 0 if all(p.exitcode == 0 for p in procs) else 1
+    # uvicorn re-raises the signal it stopped on once it has shut down, so a worker that
+    # stopped because it was told to ends "killed by SIGTERM".
+    stopped = (0, -signal.SIGTERM)
+    return 0 if all(p.exitcode in stopped for p in procs) else 1
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

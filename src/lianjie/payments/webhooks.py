@@ -182,9 +182,11 @@ def do_record_attempt(conn: Connection, now: datetime, delivery_id: str, error: 
 
 def deliver_due(engine: Engine, run: Callable[[Callable[[Connection], object]], object],
                 client: httpx.Client, now: datetime, limit: int = DELIVER_BATCH_MAX) -> int:
-    """Send what is due, ``SENDS_CONCURRENT_MAX`` at a time, and record each outcome through
-    ``run`` (the committer's). A slow or dead endpoint costs at most ``TIMEOUT_S`` of one
-    sender, not the whole batch. Returns how many were sent."""
+    """Send what is due and record each outcome through ``run`` (the committer's).
+
+    Endpoints are served ``SENDS_CONCURRENT_MAX`` at a time, each endpoint's deliveries in
+    event order, so one slow or dead endpoint delays only itself. Returns how many were sent.
+    """
     with engine.connect() as conn:
         due = due_deliveries(conn, now, limit)
         secrets: dict[str, str] = {}
@@ -194,10 +196,18 @@ def deliver_due(engine: Engine, run: Callable[[Callable[[Connection], object]], 
     if not due:
         return 0
     now_s = int(now.timestamp())
-    with ThreadPoolExecutor(max_workers=min(SENDS_CONCURRENT_MAX, len(due))) as pool:
-        errors = list(pool.map(lambda d: send(client, d, secrets[d.id], now_s), due))
-    for d, error in zip(due, errors, strict=True):
-        run(_recorder(now, d.id, error))
+    by_url: dict[str, list[Delivery]] = {}
+    for d in due:
+        by_url.setdefault(d.url, []).append(d)
+
+    def send_in_order(batch: list[Delivery]) -> list[str | None]:
+        return [send(client, d, secrets[d.id], now_s) for d in batch]
+
+    with ThreadPoolExecutor(max_workers=min(SENDS_CONCURRENT_MAX, len(by_url))) as pool:
+        outcomes = list(pool.map(send_in_order, by_url.values()))
+    for batch, errors in zip(by_url.values(), outcomes, strict=True):
+        for d, error in zip(batch, errors, strict=True):
+            run(_recorder(now, d.id, error))
     return len(due)
 
 
