@@ -2,9 +2,9 @@
 creation response, work, and are never stored for idempotent replays. Wallets hold the
 platform's currency."""
 
-from conftest import Api
 from sqlalchemy import text
 
+from conftest import Api
 from lianjie.api.runtime import REDACTED
 
 

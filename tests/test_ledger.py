@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from lianjie import ledger as L
 from lianjie.clock import ManualClock
@@ -87,8 +87,29 @@ class Books:
             return L.verify(c)
 
     def tamper(self, sql: str, **params: object) -> None:
+        """Edit one row behind the ledger's back, as an attacker with DDL rights would: with
+        the immutability triggers out of the way for the length of the edit."""
         with writer(self.engine) as c:
-            assert c.execute(text(sql), params).rowcount == 1
+            _without_triggers(c, lambda: c.execute(text(sql), params).rowcount == 1)
+
+
+def _without_triggers(c: Connection, edit: Callable[[], bool]) -> None:
+    if c.dialect.name == "postgresql":
+        for table in ("ledger_entries", "ledger_postings"):
+            c.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {table}_immutable"))
+        assert edit()
+        for table in ("ledger_entries", "ledger_postings"):
+            c.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER {table}_immutable"))
+        return
+    names = [r[0] for r in c.execute(text(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'ledger_%'"))]
+    sql = [r[0] for r in c.execute(text(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'ledger_%'"))]
+    for name in names:
+        c.execute(text(f"DROP TRIGGER {name}"))
+    assert edit()
+    for create in sql:
+        c.execute(text(create))
 
 
 @pytest.fixture
@@ -866,3 +887,18 @@ def test_verify_notices_a_leg_with_one_side_missing(busy_books: Books) -> None:
     assert codes_found(busy_books) == {"entry_unbalanced"}
     with reader(busy_books.engine) as c, pytest.raises(AssertionError):
         L.check_invariants(c)
+
+
+def test_the_database_refuses_to_edit_or_delete_ledger_records(busy_books: Books) -> None:
+    """Entries and postings are immutable in the database as well as in the code."""
+    from sqlalchemy.exc import DBAPIError
+
+    for sql in ("UPDATE ledger_postings SET amount = amount + 1",
+                "DELETE FROM ledger_postings",
+                "UPDATE ledger_entries SET memo = 'edited'",
+                "DELETE FROM ledger_entries"):
+        with pytest.raises(DBAPIError, match="immutable"):
+            with writer(busy_books.engine) as c:
+                assert c.execute(text("SELECT COUNT(*) FROM ledger_postings")).scalar_one()
+                c.execute(text(sql))
+    assert busy_books.violations() == []

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import Connection, Engine, select
 
@@ -166,7 +167,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     bootstrap(engine)
-    mode = "http" if args.url else args.mode  # a server URL implies driving it over HTTP
+    # a server URL implies driving it over HTTP
+    mode: Literal["inprocess", "http"] = "http" if args.url else args.mode
     cfg = SimConfig(seed=args.seed, service_providers=args.service_providers,
                     merchants=args.merchants, consumers=args.consumers, days=args.days,
                     mode=mode, url=args.url)

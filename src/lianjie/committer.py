@@ -134,7 +134,7 @@ class Committer:
                         self._commit_group([job])
                     return
                 continue
-            except Exception as exc:  # noqa: BLE001 - the writer thread must never die
+            except Exception as exc:  # the writer thread must never die
                 log.exception("group commit failed")
                 _fail_all(jobs, StorageError(f"commit failed: {exc}"))
                 return
@@ -184,7 +184,7 @@ def _run_unit(conn: Connection, unit: Unit) -> tuple[bool, Any]:
             raise  # a lock or serialization conflict: the whole group retries
         log.exception("unit of work failed")  # e.g. SQLite reports bad SQL this way
         return False, exc
-    except Exception as exc:  # noqa: BLE001 - a programmer error fails this unit, loudly
+    except Exception as exc:  # a programmer error fails this unit, loudly
         log.exception("unit of work failed")
         savepoint.rollback()
         return False, exc

@@ -44,7 +44,7 @@ def balance_at(conn: Connection, account_id: int, when: datetime) -> int:
 
 
 def get_entry(conn: Connection, entry_id: int) -> EntryRecord | None:
-    e, p = s.entries, s.postings
+    e = s.entries
     row = conn.execute(select(e).where(e.c.id == entry_id)).first()
     if row is None:
         return None
