@@ -76,31 +76,34 @@ def _record(conn: Connection, now: datetime, kind: str, consumer_id: str, counte
     return op
 
 
-def do_top_up(conn: Connection, now: datetime, consumer_id: str, institution_id: str,
-              amount: int, currency_code: str) -> WalletOperation:
+def _bank_move(conn: Connection, consumer_id: str, institution_id: str, amount: int,
+               currency_code: str) -> tuple[int, int, int]:
+    """Check a move between a wallet and an institution; (amount, wallet, settlement) ids."""
     amount = check_amount(amount)
     currency(currency_code)
     _active(require_party(conn, consumer_id, PartyKind.CONSUMER, "consumer_id"), "consumer_id")
     _active(require_party(conn, institution_id, PartyKind.INSTITUTION, "institution_id"),
             "institution_id")
-    leg = Leg(account_id(conn, institution_id, Purpose.INSTITUTION_SETTLEMENT, currency_code),
-              account_id(conn, consumer_id, Purpose.WALLET, currency_code), amount)
-    return _record(conn, now, "topup", consumer_id, institution_id, amount, currency_code, leg,
-                   None)
+    return (amount, account_id(conn, consumer_id, Purpose.WALLET, currency_code),
+            account_id(conn, institution_id, Purpose.INSTITUTION_SETTLEMENT, currency_code))
+
+
+def do_top_up(conn: Connection, now: datetime, consumer_id: str, institution_id: str,
+              amount: int, currency_code: str) -> WalletOperation:
+    """Money comes in from the partner institution: its settlement account pays the wallet."""
+    amount, wallet, settlement = _bank_move(conn, consumer_id, institution_id, amount,
+                                            currency_code)
+    return _record(conn, now, "topup", consumer_id, institution_id, amount, currency_code,
+                   Leg(settlement, wallet, amount), None)
 
 
 def do_withdraw(conn: Connection, now: datetime, consumer_id: str, institution_id: str,
                 amount: int, currency_code: str) -> WalletOperation:
-    amount = check_amount(amount)
-    currency(currency_code)
-    _active(require_party(conn, consumer_id, PartyKind.CONSUMER, "consumer_id"), "consumer_id")
-    _active(require_party(conn, institution_id, PartyKind.INSTITUTION, "institution_id"),
-            "institution_id")
-    leg = Leg(account_id(conn, consumer_id, Purpose.WALLET, currency_code),
-              account_id(conn, institution_id, Purpose.INSTITUTION_SETTLEMENT, currency_code),
-              amount)
+    """Money goes out to the partner institution; the wallet must hold it."""
+    amount, wallet, settlement = _bank_move(conn, consumer_id, institution_id, amount,
+                                            currency_code)
     return _record(conn, now, "withdrawal", consumer_id, institution_id, amount, currency_code,
-                   leg, None)
+                   Leg(wallet, settlement, amount), None)
 
 
 def do_p2p(conn: Connection, now: datetime, consumer_id: str, recipient_id: str, amount: int,
