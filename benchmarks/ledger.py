@@ -329,6 +329,13 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
+def _tenths(values: list[float]) -> list[float]:
+    """Means of ten consecutive slices: how latency moves as the database grows."""
+    n = len(values)
+    slices = [values[n * i // 10:n * (i + 1) // 10] for i in range(10)]
+    return [sum(part) / len(part) for part in slices if part]
+
+
 def _summary(args: argparse.Namespace, transfers: int, run: Run, violations: int,
              verify_s: float) -> dict[str, object]:
     lat = sorted(run.latencies_s or [0.0])
@@ -375,6 +382,8 @@ def _report(args: argparse.Namespace, where: str, settings: dict[str, str], setu
               f"({os.cpu_count()} CPUs)\n")
     out.write("  batch commit latency (ms): " + ", ".join(
         f"{name} {summary[f'batch_{name}_ms']}" for name in ("p50", "p90", "p99", "max")) + "\n")
+    out.write("  mean batch latency by tenth of the run (ms): "
+              + " ".join(f"{t * 1000:.0f}" for t in _tenths(run.latencies_s or [])) + "\n")
     out.write(f"  verify:      {len(violations)} violations in {verify_s:.2f} s\n")
     for v in violations[:10]:
         out.write(f"    {v.code} {v.subject}: {v.detail}\n")

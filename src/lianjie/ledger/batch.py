@@ -13,8 +13,11 @@ How a batch runs, and why:
 3. Entries are applied in order to in-memory working copies of the accounts. For each entry the
    net change per account is computed and checked (status, currency, limits) before anything is
    changed, so a failing entry leaves no trace; a failing chain restores its snapshot.
-4. The survivors are written with a handful of ``executemany`` calls: entries, postings (with
-   each account's running balance), holds, account totals.
+4. The survivors are written with a handful of bulk statements: entries, postings (with each
+   account's running balance), holds, account totals. SQLite gets ``executemany`` of one
+   prepared statement (a loop in C); PostgreSQL gets ``COPY`` for the entries and postings and
+   one ``UPDATE ... FROM unnest(arrays)`` for the accounts, since a statement per row costs a
+   server round of parse, plan and execute each (benchmarks/RESULTS.md has the figures).
 
 Checks here are domain outcomes (error codes); the asserts are for our own bugs.
 """
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, select, text
+from sqlalchemy.exc import DBAPIError
 
 from lianjie.clock import to_us
 from lianjie.errors import ErrorCode
@@ -55,23 +60,33 @@ _FROZEN = AccountStatus.FROZEN.value
 class _Acct:
     """A working copy of one account's counters while a batch is applied."""
 
-    __slots__ = ("id", "currency", "flags", "status", "dp", "cp", "dpend", "cpend", "seq",
-                 "dirty")
+    __slots__ = ("cp", "cpend", "currency", "dirty", "dp", "dpend", "flags", "id", "seq",
+                 "status")
+    id: int
+    currency: str
+    flags: int
+    status: str
+    dp: int
+    cp: int
+    dpend: int
+    cpend: int
+    seq: int
+    dirty: bool
 
-    def __init__(self, row: Sequence[object]) -> None:
+    def __init__(self, row: Sequence[Any]) -> None:
         (self.id, self.currency, self.flags, self.status, self.dp, self.cp, self.dpend,
-         self.cpend, self.seq) = row  # type: ignore[misc]
+         self.cpend, self.seq) = row
         self.dirty = False
 
     def snapshot(self) -> tuple[int, int, int, int, int, bool]:
-        return (self.dp, self.cp, self.dpend, self.cpend, self.seq, self.dirty)  # type: ignore
+        return (self.dp, self.cp, self.dpend, self.cpend, self.seq, self.dirty)
 
     def restore(self, snap: tuple[int, int, int, int, int, bool]) -> None:
         self.dp, self.cp, self.dpend, self.cpend, self.seq, self.dirty = snap
 
 
 class _Hold:
-    __slots__ = ("id", "status", "expires_us", "legs", "resolved_local")
+    __slots__ = ("expires_us", "id", "legs", "resolved_local", "status")
 
     def __init__(self, hold_id: int, status: int, expires_us: int | None,
                  legs: tuple[Leg, ...]) -> None:
@@ -94,6 +109,7 @@ class _Batch:
         self.reversal_legs = reversal_legs
         # Output rows use the entry's position in the batch until ids are allocated.
         self.created: list[int] = []
+        self.fingerprints: list[bytes] = []  # of the created entries, computed once
         self.postings: list[tuple[int, int, int, int, int, int, int]] = []
         self.new_holds: list[tuple[int, int | None, tuple[Leg, ...]]] = []
 
@@ -165,27 +181,40 @@ def _chunks(values: Iterable[object]) -> Iterable[list[object]]:
         yield items[i:i + SQL_IN_CHUNK_MAX]
 
 
+def _where_in(conn: Connection, column: str, pg_type: str, chunk: list[object]
+              ) -> tuple[str, tuple[object, ...]]:
+    """``column IN chunk`` as driver SQL for the two reads every batch makes.
+
+    SQLAlchemy's ``in_()`` renders one bind parameter per value on every call, which cost as
+    much as the query. PostgreSQL gets a single array parameter: one plan for any length.
+    """
+    if conn.dialect.name == "postgresql":
+        return f"{column} = ANY(%s::{pg_type}[])", (chunk,)
+    return f"{column} IN ({', '.join('?' * len(chunk))})", tuple(chunk)
+
+
 def _load_existing(conn: Connection, keys: set[str]) -> dict[str, tuple[int, bytes]]:
     found: dict[str, tuple[int, bytes]] = {}
-    t = s.entries
     for chunk in _chunks(k for k in keys if isinstance(k, str)):
-        rows = conn.execute(select(t.c.key, t.c.id, t.c.fingerprint).where(t.c.key.in_(chunk)))
+        where, params = _where_in(conn, "key", "text", chunk)
+        rows = conn.exec_driver_sql(
+            f"SELECT key, id, fingerprint FROM ledger_entries WHERE {where}", params)
         for key, entry_id, fp in rows:
             found[key] = (entry_id, bytes(fp))
     return found
 
 
 def _load_accounts(conn: Connection, ids: set[int]) -> dict[int, _Acct]:
-    t = s.accounts
-    cols = (t.c.id, t.c.currency, t.c.flags, t.c.status, t.c.debits_posted, t.c.credits_posted,
-            t.c.debits_pending, t.c.credits_pending, t.c.posting_count)
     out: dict[int, _Acct] = {}
     valid = sorted(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     for chunk in _chunks(valid):
-        query = select(*cols).where(t.c.id.in_(chunk)).order_by(t.c.id)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        for row in conn.execute(query):
+        where, params = _where_in(conn, "id", "bigint", chunk)
+        rows = conn.exec_driver_sql(
+            "SELECT id, currency, flags, status, debits_posted, credits_posted, debits_pending,"
+            f" credits_pending, posting_count FROM ledger_accounts WHERE {where}"
+            f" ORDER BY id{lock}", params)
+        for row in rows:
             out[row[0]] = _Acct(row)
     return out
 
@@ -236,9 +265,11 @@ def _allocate_entry_ids(conn: Connection, n: int) -> list[int]:
     if n == 0:
         return []
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(text("SELECT nextval('ledger_entry_id_seq') "
-                                 "FROM generate_series(1, :n)"), {"n": n})
-        return sorted(r[0] for r in rows)
+        # One row holding an array: fetching n rows cost more than drawing the n values.
+        ids = conn.execute(text("SELECT array_agg(nextval('ledger_entry_id_seq')) "
+                                "FROM generate_series(1, :n)"), {"n": n}).scalar_one()
+        assert len(ids) == n
+        return sorted(ids)
     # SQLite: the caller holds the write lock, so max(id) cannot move under us.
     top = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one()
     return list(range(top + 1, top + 1 + n))
@@ -307,6 +338,7 @@ def _apply_one(batch: _Batch, e: Entry, index: int, shape_error: ErrorCode | Non
         return EntryResult(None, error)
     seen[e.key] = (index, fp)
     batch.created.append(index)
+    batch.fingerprints.append(fp)
     return index
 
 
@@ -485,6 +517,7 @@ def _restore(batch: _Batch, saved: tuple[dict[int, tuple[int, int, int, int, int
         batch.holds[hold_id].status = status
         batch.holds[hold_id].resolved_local = resolved
     del batch.created[n_created:]
+    del batch.fingerprints[n_created:]
     del batch.postings[n_postings:]
     del batch.new_holds[n_holds:]
     batch.reversed_ids = reversed_ids
@@ -503,28 +536,59 @@ def _write(conn: Connection, batch: _Batch, entries: Sequence[Entry],
         return
     now_us = batch.now_us
     entry_rows = []
-    for index in batch.created:
+    for index, fp in zip(batch.created, batch.fingerprints, strict=True):
         e = entries[index]
         entry_rows.append((local_to_id[index], e.key, int(e.kind), e.code, e.pending_id,
-                           e.reverses_id, e.fingerprint(), e.memo, now_us))
-    conn.exec_driver_sql(
-        "INSERT INTO ledger_entries (id, key, kind, code, pending_id, reverses_id, fingerprint,"
-        f" memo, created_at) VALUES ({_placeholders(conn, 9)})", entry_rows)
+                           e.reverses_id, fp, e.memo, now_us))
+    _insert(conn, "ledger_entries", "id, key, kind, code, pending_id, reverses_id, fingerprint,"
+            " memo, created_at", entry_rows)
     if batch.postings:
-        conn.exec_driver_sql(
-            "INSERT INTO ledger_postings (entry_id, leg_no, side, account_id, account_seq, amount,"
-            f" balance_after, created_at) VALUES ({_placeholders(conn, 8)})",
-            [(local_to_id[p[0]], p[1], p[2], p[3], p[4], p[5], p[6], now_us)
-             for p in batch.postings])
+        _insert(conn, "ledger_postings", "entry_id, leg_no, side, account_id, account_seq,"
+                " amount, balance_after, created_at",
+                [(local_to_id[p[0]], p[1], p[2], p[3], p[4], p[5], p[6], now_us)
+                 for p in batch.postings])
     _write_holds(conn, batch, local_to_id)
     dirty = [(a.dp, a.cp, a.dpend, a.cpend, a.seq, a.id) for a in batch.accts.values()
              if a.dirty]
     if dirty:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        conn.exec_driver_sql(
-            f"UPDATE ledger_accounts SET debits_posted = {mark}, credits_posted = {mark}, "
-            f"debits_pending = {mark}, credits_pending = {mark}, posting_count = {mark} "
-            f"WHERE id = {mark}", dirty)
+        _update_accounts(conn, dirty)
+
+
+def _insert(conn: Connection, table: str, columns: str, rows: Sequence[tuple[object, ...]]
+            ) -> None:
+    """Insert rows: ``executemany`` on SQLite, ``COPY`` on PostgreSQL (see the docstring)."""
+    if conn.dialect.name != "postgresql":
+        marks = _placeholders(conn, columns.count(",") + 1)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+        return
+    sql = f"COPY {table} ({columns}) FROM STDIN"
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    driver_conn = conn.connection.driver_connection  # psycopg: same session, same transaction
+    assert driver_conn is not None
+    try:
+        with driver_conn.cursor() as cur, cur.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except dbapi_error as exc:
+        # Raise what SQLAlchemy raises for any other statement, so that callers (the
+        # committer retrying a deadlock) see the same exception types.
+        raise DBAPIError.instance(sql, None, exc, dbapi_error) from exc
+
+
+def _update_accounts(conn: Connection, dirty: Sequence[tuple[object, ...]]) -> None:
+    """Write each account's new totals; a row is (dp, cp, dpend, cpend, seq, id)."""
+    if conn.dialect.name == "postgresql":
+        result = conn.exec_driver_sql(
+            "UPDATE ledger_accounts AS a SET debits_posted = u.dp, credits_posted = u.cp,"
+            " debits_pending = u.dpend, credits_pending = u.cpend, posting_count = u.seq"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+            " %s::bigint[], %s::bigint[]) AS u (dp, cp, dpend, cpend, seq, id)"
+            " WHERE a.id = u.id", tuple(list(col) for col in zip(*dirty, strict=True)))
+    else:
+        result = conn.exec_driver_sql(
+            "UPDATE ledger_accounts SET debits_posted = ?, credits_posted = ?,"
+            " debits_pending = ?, credits_pending = ?, posting_count = ? WHERE id = ?", dirty)
+    assert result.rowcount == len(dirty), "an account this batch read and locked has gone"
 
 
 def _write_holds(conn: Connection, batch: _Batch, local_to_id: dict[int, int]) -> None:
