@@ -221,6 +221,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: start one in this process)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
+    from lianjie.console.cli import add_commands as console_commands
+
+    console_commands(sub)
     return parser
 
 
