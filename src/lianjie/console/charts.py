@@ -26,9 +26,9 @@ def series(labels: Sequence[str], **datasets: Sequence[float | None]) -> dict[st
                          datasets.items()]}
 
 
-def major(amount_minor: int | None, exponent: int = 2) -> float:
+def major(amount_minor: Any, exponent: int = 2) -> float:
     """For drawing only."""
-    return round((amount_minor or 0) / 10**exponent, exponent)  # type: ignore[no-any-return]
+    return round(int(amount_minor or 0) / 10**exponent, exponent)
 
 
 def bucket_labels(start: datetime, count: int, width: timedelta, tz: Any) -> list[str]:

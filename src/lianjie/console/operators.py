@@ -38,6 +38,12 @@ USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 _hasher = PasswordHasher()
 
 
+def set_hash_cost(time_cost: int, memory_cost_kib: int) -> None:
+    """Change the cost of new hashes (tests make them cheap); existing hashes keep theirs."""
+    global _hasher
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=1)
+
+
 class ConsoleRole(StrEnum):
     ADMIN = "admin"
     RISK_ANALYST = "risk_analyst"
