@@ -15,6 +15,7 @@ from conftest import Api
 from console_support import PASSWORD, Console, cheap_hashes, console
 from lianjie.cli import main
 from lianjie.console import operators
+from lianjie.console.cli import ensure_demo_admin
 from lianjie.console.schema import sessions
 
 assert console and cheap_hashes  # fixtures
@@ -283,3 +284,25 @@ def test_add_user_command(engine: Engine, tmp_path: Path,
                  "--password-file", str(short)]) == 2
     assert main(["--database", url, "console", "add-user", "bad name", "--role",
                  "admin"]) == 2
+
+
+def test_demo_admin_is_created_once_and_logs_in(console: Console, tmp_path: Path) -> None:
+    engine = console.api.rt.engine
+    user, password = ensure_demo_admin(engine, tmp_path)
+    assert (tmp_path / "console_password").read_text().strip() == password
+    assert (tmp_path / "console_password").stat().st_mode & 0o077 == 0
+    assert ensure_demo_admin(engine, tmp_path) == (user, password)  # kept across runs
+    c = console.login(user, password)
+    assert 'id="nav-audit"' in c.get("/console/overview").text  # an administrator
+
+
+def test_the_migration_creates_the_console_tables_as_declared(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from lianjie.db import metadata
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    console_diff = [d for d in diff if "console_" in repr(d)]
+    assert console_diff == []

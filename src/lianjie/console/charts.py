@@ -28,7 +28,7 @@ def series(labels: Sequence[str], **datasets: Sequence[float | None]) -> dict[st
 
 def major(amount_minor: Any, exponent: int = 2) -> float:
     """For drawing only."""
-    return round(int(amount_minor or 0) / 10**exponent, exponent)
+    return round(int(amount_minor or 0) / int(10**exponent), exponent)
 
 
 def bucket_labels(start: datetime, count: int, width: timedelta, tz: Any) -> list[str]:

@@ -33,6 +33,27 @@ def add_user(engine: Engine, username: str, role: str, password: str) -> str:
                                                            role, digest))
 
 
+DEMO_USER = "admin"
+
+
+def ensure_demo_admin(engine: Engine, home: Path) -> tuple[str, str]:
+    """The console administrator ``lianjie demo`` prints: created on first run with a generated
+    password kept in ``$LIANJIE_HOME/console_password`` (owner-only), reused afterwards."""
+    password_file = home / "console_password"
+    if password_file.exists():
+        password = password_file.read_text().strip()
+        with engine.connect() as conn:
+            user = operators.find_user(conn, DEMO_USER)
+        if user is not None and operators.check_password(user.password_hash, password):
+            return DEMO_USER, password
+    password = operators.generate_password()
+    add_user(engine, DEMO_USER, operators.ConsoleRole.ADMIN.value, password)
+    password_file.parent.mkdir(parents=True, exist_ok=True)
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
+    return DEMO_USER, password
+
+
 def cmd_add_user(args: argparse.Namespace) -> int:
     password = Path(args.password_file).read_text().strip() if args.password_file else \
         operators.generate_password()
