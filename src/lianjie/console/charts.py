@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from lianjie.clock import to_us
+from lianjie.console.web import BUSINESS_TZ
 
 MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
@@ -33,6 +34,11 @@ def major(amount_minor: Any, exponent: int = 2) -> float:
 
 def bucket_labels(start: datetime, count: int, width: timedelta, tz: Any) -> list[str]:
     return [(start + i * width).astimezone(tz).strftime("%H:%M") for i in range(count)]
+
+
+def hour_labels(start: datetime) -> list[str]:
+    """The 24 hour labels of the business day starting at ``start``, in business time."""
+    return bucket_labels(start, 24, timedelta(hours=1), BUSINESS_TZ)
 
 
 def bucketed(conn: Connection, sql: str, start: datetime, end: datetime, width_us: int,

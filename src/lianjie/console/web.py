@@ -56,10 +56,14 @@ class Refused(Exception):
 
 
 def money(amount_minor: int | None, code: str = "CNY") -> str:
+    """For display: ``¥1,234.50``, or ``1,234.50 USD`` for other currencies."""
     if amount_minor is None:
         return ""
-    return f"¥{format_amount(amount_minor, currency(code))}" if code == "CNY" else \
-        f"{format_amount(amount_minor, currency(code))} {code}"
+    text = format_amount(int(amount_minor), currency(code))
+    sign = "-" if text.startswith("-") else ""
+    whole, dot, frac = text.lstrip("-").partition(".")
+    grouped = f"{int(whole):,}{dot}{frac}"
+    return f"{sign}¥{grouped}" if code == "CNY" else f"{sign}{grouped} {code}"
 
 
 def local_time(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:

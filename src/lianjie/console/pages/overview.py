@@ -18,7 +18,15 @@ from starlette.responses import Response
 from lianjie.api.runtime import json, runtime
 from lianjie.clock import to_us
 from lianjie.console import i18n
-from lianjie.console.charts import HOUR_US, MINUTE_US, bucket_labels, bucketed, major, series
+from lianjie.console.charts import (
+    HOUR_US,
+    MINUTE_US,
+    bucket_labels,
+    bucketed,
+    hour_labels,
+    major,
+    series,
+)
 from lianjie.console.operators import Operator
 from lianjie.console.registry import Page, Panel, panels_for, register, register_panel
 from lianjie.console.web import BUSINESS_TZ, day_bounds, guard, money, render
@@ -56,15 +64,11 @@ def latest_activity(conn: Connection) -> datetime | None:
     return value
 
 
-def _hours(start: datetime) -> list[str]:
-    return bucket_labels(start, 24, timedelta(hours=1), BUSINESS_TZ)
-
-
 def takings(conn: Connection, start: datetime, end: datetime) -> dict[str, Any]:
     (amounts,) = bucketed(conn, "SELECT (paid_at - :start) / :width, SUM(amount) "
                           "FROM payment_orders WHERE paid_at >= :start AND paid_at < :end "
                           "GROUP BY 1", start, end, HOUR_US, 24)
-    return series(_hours(start), takings=[major(a) for a in amounts])
+    return series(hour_labels(start), takings=[major(a) for a in amounts])
 
 
 def per_minute(conn: Connection, start: datetime, end: datetime) -> dict[str, Any]:
@@ -81,7 +85,7 @@ def success_rate(conn: Connection, start: datetime, end: datetime) -> dict[str, 
               "SUM(CASE WHEN paid_at IS NOT NULL THEN 1 ELSE 0 END) FROM payment_orders "
               "WHERE created_at >= :start AND created_at < :end GROUP BY 1",
         start, end, HOUR_US, 24, columns=2)
-    return series(_hours(start), success_rate=[round(100 * p / c, 1) if c else None
+    return series(hour_labels(start), success_rate=[round(100 * p / c, 1) if c else None
                                                for c, p in zip(created, paid, strict=True)])
 
 
@@ -89,7 +93,7 @@ def refunds(conn: Connection, start: datetime, end: datetime) -> dict[str, Any]:
     (amounts,) = bucketed(conn, "SELECT (created_at - :start) / :width, SUM(amount) "
                           "FROM refunds WHERE created_at >= :start AND created_at < :end "
                           "GROUP BY 1", start, end, HOUR_US, 24)
-    return series(_hours(start), refunds=[major(a) for a in amounts])
+    return series(hour_labels(start), refunds=[major(a) for a in amounts])
 
 
 def _top(conn: Connection, column: str, start: datetime, end: datetime) -> dict[str, Any]:
