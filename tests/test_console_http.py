@@ -37,7 +37,8 @@ def test_log_in_sets_a_safe_cookie_and_expires(console: Console) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/console/merchants"
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/console" in cookie
-    assert c.get("/console/merchants").status_code == 200
+    page = c.get("/console/merchants")
+    assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
     with console.api.rt.engine.connect() as conn:  # only a hash of the token is stored
         stored = conn.execute(select(sessions.c.token_hash)).scalars().all()
     assert c.cookies["lianjie_console"].encode() not in stored and len(stored) == 1

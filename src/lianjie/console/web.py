@@ -37,6 +37,10 @@ FORM_BYTES_MAX = 64 * 1024
 # Business days are China's (UTC+8, no daylight saving), as the simulator's are.
 BUSINESS_TZ = timezone(timedelta(hours=8))
 
+# Console pages are never framed (clickjacking) and never leak their URLs (ids) elsewhere.
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+                    "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(),
                   trim_blocks=True, lstrip_blocks=True)
@@ -119,7 +123,7 @@ def render(request: Request, op: Operator | None, template: str, status_code: in
         t=lambda key, **kw: i18n.translate(lang, key, **kw),
         nav=nav_for(op.role) if op else [], path=request.url.path,
         flash=_flash(flash), **values)
-    response = HTMLResponse(page, status_code=status_code)
+    response = HTMLResponse(page, status_code=status_code, headers=SECURITY_HEADERS)
     if flash:
         response.delete_cookie(FLASH_COOKIE, path=PREFIX)
     return response
