@@ -189,13 +189,15 @@ def test_fee_rate_bounds_and_freezing(console: Console) -> None:
 
 def test_find_a_payment_and_read_its_postings(console: Console) -> None:
     api = console.api
-    merchant = api.merchant(api.service_provider())
+    # a receiver that is not listening: the delivery is recorded as failed, with its error
+    merchant = api.merchant(api.service_provider(), webhook_url="http://127.0.0.1:9/hook")
     consumer = api.consumer(funds=10_000)
     order = api.order(merchant, 2_500, out_trade_no="T-2024-0001")
     assert api.pay(consumer, order).status_code == 200
     refund = api.ok("POST", f"/v1/orders/{order['id']}/refunds", merchant["api_key"],
                     {"out_refund_no": "R1", "amount": 500, "reason": "cold"})
     paid = api.get_order(order)
+    api.background.tick()  # enqueue and attempt the webhooks
     c = console.login("support")
     for q in ("T-2024-0001", order["id"], refund["id"], paid["entry_id"], refund["entry_id"]):
         r = c.get("/console/payments", params={"q": q})
@@ -208,6 +210,9 @@ def test_find_a_payment_and_read_its_postings(console: Console) -> None:
     assert postings.count("<tr>") == 1 + legs  # the header, then every posting of both
     assert "¥25.00" in postings and "¥5.00" in postings
     assert "R1" in page and "Refund ¥5.00" in page
+    webhooks = page.split('id="webhooks"')[1].split("</table>")[0]
+    assert "payment.succeeded" in webhooks and "refund.succeeded" in webhooks
+    assert "http://127.0.0.1:9/hook" in webhooks
     assert c.get("/console/payments/ord_missing").status_code == 404
     second = api.order(merchant, 700)
     many = c.get("/console/payments", params={"q": merchant["id"]})
