@@ -72,6 +72,10 @@ def test_log_in_see_charts_and_approve_a_merchant(console: Console, page: Any) -
     page.wait_for_selector("#chart-takings[data-drawn=true]")
     page.wait_for_function("document.querySelector('#figure-takings').textContent.includes('¥')")
     assert page.text_content("#figure-takings") == "¥12.34"
+    # a payment while the page is open shows up at the next poll, without a reload
+    assert api.pay(api.consumer(funds=5_000), api.order(paying, 1_000)).status_code == 200
+    page.wait_for_function(
+        "document.querySelector('#figure-takings').textContent === '¥22.34'")
     page.click("#nav-merchants")
     page.select_option("#kyc", "pending")
     page.click("#merchant-search button")

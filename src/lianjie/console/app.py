@@ -87,8 +87,7 @@ def mount(app: FastAPI) -> None:
     async def switch_language(lang: str, next: Annotated[str | None, Query()] = None
                               ) -> Response:
         # A display preference kept in the browser, not a change of server state.
-        response = RedirectResponse(_safe_next(next) if next != PREFIX + "/login" else next,
-                                    status_code=303)
+        response = RedirectResponse(_safe_next(next), status_code=303)
         response.set_cookie(i18n.LANG_COOKIE, i18n.pick(lang), path=PREFIX, samesite="lax",
                             max_age=365 * 86400)
         return response
