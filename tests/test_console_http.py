@@ -87,7 +87,8 @@ def test_actions_need_the_session_csrf_token(console: Console) -> None:
     assert [a.outcome for a in refused] == ["csrf_refused"] * 3
 
 
-@pytest.mark.parametrize("page", ["/console/ledger", "/console/ledger/verify", "/console/audit"])
+@pytest.mark.parametrize("page", ["/console/ledger", "/console/ledger/verify", "/console/audit",
+                                  "/console/audit/operators"])
 def test_support_may_not_open_finance_and_admin_pages(console: Console, page: str) -> None:
     c = console.login("support")
     r = c.get(page)
@@ -270,6 +271,11 @@ def test_admin_onboards_and_reads_the_audit_log(console: Console) -> None:
     assert api.ok("GET", f"/v1/merchants/{mid}", api.operator_key)["kyc_status"] == "pending"
     log = c.get("/console/audit").text
     assert "onboard" in log and "Auntie Wang" in log and "login" in log
+    users = c.get("/console/audit/operators").text.split('id="operators"')[1]
+    rows = re.findall(r"<tr><td>([a-z-]+)</td><td>([^<]+)</td><td class=\"num\">(\d+)</td>",
+                      users)
+    assert rows == [("admin", "Administrator", "1"), ("finance", "Finance", "0"),
+                    ("risk-analyst", "Risk analyst", "0"), ("support", "Support", "0")]
 
 
 def test_add_user_command(engine: Engine, tmp_path: Path,

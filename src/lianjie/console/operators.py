@@ -128,6 +128,17 @@ def list_users(conn: Connection) -> list[tuple[str, str, str]]:
     return [(r.username, r.role, r.id) for r in rows]
 
 
+def list_operators(conn: Connection, now: datetime) -> list[tuple[str, str, datetime, int]]:
+    """(username, role, created_at, live sessions) of every enabled user."""
+    live = (select(sessions.c.user_id, func.count().label("n"))
+            .where(sessions.c.expires_at > now).group_by(sessions.c.user_id).subquery())
+    rows = conn.execute(
+        select(users.c.username, users.c.role, users.c.created_at, live.c.n)
+        .select_from(users.outerjoin(live, live.c.user_id == users.c.id))
+        .where(users.c.disabled == 0).order_by(users.c.username))
+    return [(r.username, r.role, r.created_at, int(r.n or 0)) for r in rows]
+
+
 def recent_failures(conn: Connection, now: datetime, username: str) -> int:
     return int(conn.execute(select(func.count()).select_from(login_failures).where(
         login_failures.c.username == username,
