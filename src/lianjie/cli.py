@@ -136,8 +136,13 @@ def _banner_when_listening(server: object, base_url: str, key: str) -> None:
 
 
 def _banner(base_url: str, key: str) -> None:
+    console_password = _home() / "console_password"
+    login = f"user admin, password {console_password.read_text().strip()} (in " \
+            f"{console_password})" if console_password.exists() else \
+            "add a user: lianjie console add-user NAME --role admin"
     print(f"""
 Lianjie is serving at {base_url}
+  Operator console:    {base_url}/console  ({login})
   API docs (try it):   {base_url}/docs
   OpenAPI document:    {base_url}/openapi.json
   Operator API key:    {key}
@@ -189,6 +194,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("Loading a simulated day of QR payments (once; kept in the database) ...")
         report = run_simulation(engine, SimConfig(seed=args.seed), progress=True)
         print(report.summary())
+    from lianjie.console.cli import ensure_demo_admin
+
+    ensure_demo_admin(engine, _home())
     return cmd_serve(args)
 
 
@@ -221,6 +229,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: start one in this process)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
+    from lianjie.console.cli import add_commands as console_commands
+
+    console_commands(sub)
     return parser
 
 

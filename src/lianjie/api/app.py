@@ -51,6 +51,10 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     app.include_router(routes_parties.router)
     app.include_router(routes_payments.router)
 
+    from lianjie.console import mount as mount_console  # the console imports the runtime
+
+    mount_console(app)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return json({"ok": True, "version": lianjie.__version__})

@@ -1,0 +1,102 @@
+"""Simulate a business day into a scratch database, serve it, and photograph the console's main
+pages with Debian's headless chromium into docs/screenshots/ (see scripts/console-screenshots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from playwright.sync_api import Page, sync_playwright
+from sqlalchemy import select
+
+from lianjie.api import create_app, make_runtime
+from lianjie.cli import bootstrap
+from lianjie.console.cli import add_user
+from lianjie.db import make_engine
+from lianjie.payments.schema import orders, parties, refunds
+from lianjie.sim import SimConfig, run_simulation
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PASSWORD = "screenshots-only"
+VIEWPORT = {"width": 1360, "height": 900}
+START_TIMEOUT_S = 30.0
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _shoot(page: Page, url: str, path: Path, *, full: bool = False, charts: bool = False
+           ) -> None:
+    page.goto(url)
+    if charts:
+        page.wait_for_selector("canvas[data-drawn=true]")
+        page.wait_for_timeout(400)
+    page.screenshot(path=str(path), full_page=full)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="docs/screenshots")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="lianjie-shots-"))
+    os.environ["LIANJIE_HOME"] = str(home)
+    engine = make_engine(f"sqlite:///{home / 'lianjie.sqlite3'}")
+    bootstrap(engine)
+    print(run_simulation(engine, SimConfig(seed=args.seed)).summary())
+    add_user(engine, "admin", "admin", PASSWORD)
+    with engine.connect() as conn:
+        refunded = conn.execute(select(refunds.c.order_id).limit(1)).scalar_one()
+        merchant = conn.execute(select(orders.c.merchant_id).where(orders.c.id == refunded)
+                                ).scalar_one()
+        pending = conn.execute(select(parties.c.id).where(parties.c.kyc_status == "pending")
+                               .limit(1)).scalar()
+    port = _port()
+    server = uvicorn.Server(uvicorn.Config(create_app(make_runtime(engine), background=False),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}/console"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport=VIEWPORT).new_page()
+        page.goto(base + "/login")
+        _shoot(page, base + "/login", out / "login.png")
+        page.fill("#username", "admin")
+        page.fill("#password", PASSWORD)
+        page.click("#login-submit")
+        page.wait_for_url(base + "/overview")
+        _shoot(page, base + "/overview", out / "overview.png", charts=True)
+        _shoot(page, base + "/merchants", out / "merchants.png")
+        _shoot(page, f"{base}/merchants/{pending or merchant}", out / "merchant.png",
+               full=True)
+        _shoot(page, base + "/payments", out / "payments.png")
+        _shoot(page, f"{base}/payments/{refunded}", out / "payment.png", full=True)
+        _shoot(page, base + "/ledger", out / "ledger.png")
+        page.goto(base + "/lang/zh?next=/console/overview")
+        _shoot(page, base + "/overview", out / "overview-zh.png", charts=True)
+        page.goto(base + "/lang/en?next=/console/overview")
+        browser.close()
+    server.should_exit = True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The console's built-in pages; each module registers its ``Page`` on import."""
