@@ -7,6 +7,7 @@ outside every context package.
 import lianjie.api.schema
 import lianjie.events
 import lianjie.ledger.schema
+import lianjie.marketing.schema
 import lianjie.payments.schema
 
 __all__ = ["lianjie"]
