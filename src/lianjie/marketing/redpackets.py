@@ -265,7 +265,7 @@ def _per_person(conn: Connection, packet: RedPacket, wanted: list[str],
     assert packet.per_person_max is not None
     counts: dict[str, int] = dict(conn.execute(select(grabs.c.consumer_id, func.count()).where(
         grabs.c.campaign_id == packet.campaign_id, grabs.c.consumer_id.in_(wanted))
-        .group_by(grabs.c.consumer_id)).tuples().all())
+        .group_by(grabs.c.consumer_id)).all())
     for c, n in counts.items():
         if n >= packet.per_person_max:
             refused.setdefault(c, DomainError(

@@ -30,7 +30,8 @@ def _group(conn: Connection, campaign_id: str, holdout: bool, starts_at: datetim
     payments, gmv = conn.execute(select(func.count(), func.coalesce(func.sum(orders.c.amount), 0))
                                  .select_from(joined).where(
         audience.c.campaign_id == campaign_id, audience.c.holdout == holdout)).one()
-    return {"consumers": int(size), "payments": int(payments), "gmv": int(gmv),
+    payments, gmv = int(payments), int(gmv)  # PostgreSQL sums are Decimal
+    return {"consumers": int(size), "payments": payments, "gmv": gmv,
             "payments_per_consumer": round(payments / size, 4) if size else None,
             "gmv_per_consumer": round(gmv / size, 2) if size else None}
 
@@ -39,7 +40,7 @@ def campaign_report(conn: Connection, campaign_id: str) -> dict[str, Any]:
     campaign = require_campaign(conn, campaign_id)
     c = coupons
     counts: dict[str, int] = dict(conn.execute(select(c.c.via, func.count()).where(
-        c.c.campaign_id == campaign_id).group_by(c.c.via)).tuples().all())
+        c.c.campaign_id == campaign_id).group_by(c.c.via)).all())
     redeemed, discounts, refunded = conn.execute(select(
         func.count(c.c.redeemed_at), func.coalesce(func.sum(c.c.discount), 0),
         func.coalesce(func.sum(c.c.discount_refunded), 0)).where(
