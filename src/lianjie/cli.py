@@ -221,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: start one in this process)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
+    from lianjie.marketing.cli import add_commands as add_marketing_commands
+    add_marketing_commands(sub)
     return parser
 
 
