@@ -44,10 +44,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from payments_http import (  # noqa: E402
+from payments_http import (
     Connection as HttpConnection,
 )
-from payments_http import (  # noqa: E402
+from payments_http import (
     _fan_out,
     _ok,
     latency_line,
@@ -57,15 +57,15 @@ from payments_http import (  # noqa: E402
     stop_server,
 )
 
-from lianjie import ledger  # noqa: E402
-from lianjie import marketing as mkt  # noqa: E402
-from lianjie import payments as pay  # noqa: E402
-from lianjie.clock import SystemClock  # noqa: E402
-from lianjie.committer import Committer, run_now  # noqa: E402
-from lianjie.db import make_engine, migrate  # noqa: E402
-from lianjie.errors import DomainError  # noqa: E402
-from lianjie.ledger import Purpose  # noqa: E402
-from lianjie.marketing.schema import grabs  # noqa: E402
+from lianjie import ledger
+from lianjie import marketing as mkt
+from lianjie import payments as pay
+from lianjie.clock import SystemClock
+from lianjie.committer import Committer, run_now
+from lianjie.db import make_engine, migrate
+from lianjie.errors import DomainError
+from lianjie.ledger import Purpose
+from lianjie.marketing.schema import grabs
 
 CFG = pay.PaymentsConfig()
 CONSUMERS_PER_TXN = 2000

@@ -204,7 +204,7 @@ def _insert_grabs(conn: Connection, now_us: int, rows: list[dict[str, Any]]) -> 
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO {grabs.name} ({', '.join(_GRAB_COLUMNS)}, created_at) "
            f"VALUES ({', '.join([mark] * (len(_GRAB_COLUMNS) + 1))})")
-    conn.exec_driver_sql(sql, [tuple(r[c] for c in _GRAB_COLUMNS) + (now_us,) for r in rows])
+    conn.exec_driver_sql(sql, [(*(r[c] for c in _GRAB_COLUMNS), now_us) for r in rows])
 
 
 def do_grab(conn: Connection, now: datetime, packet_id: str, consumer_id: str,
