@@ -3,6 +3,8 @@
     lianjie marketing expire-red-packets   return unclaimed red packet money to senders
     lianjie marketing refresh-segments     re-evaluate segments (all, or those due daily)
     lianjie marketing report CAMPAIGN_ID   print a campaign's report as JSON
+    lianjie marketing simulate             run the marketing scenario (red packets, a coupon
+                                           campaign with a holdout) and print its report
 
 The server runs the first two in its background jobs as well; these are for operators and
 for deployments that run jobs from a scheduler.
@@ -11,6 +13,8 @@ for deployments that run jobs from a scheduler.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 from sqlalchemy import Connection, Engine, select
@@ -24,26 +28,31 @@ from lianjie.marketing.schema import segments as segments_table
 ROUNDS_MAX = 1000  # batches per run, so one run is bounded
 
 
-def _engine(args: argparse.Namespace) -> Engine:
+@contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[Engine]:
     engine = make_engine(args.database or default_database_url())
-    migrate(engine)
-    return engine
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
-    engine, clock = _engine(args), SystemClock()
+    clock = SystemClock()
     total = 0
-    for _ in range(ROUNDS_MAX):
-        done = run_now(engine, lambda c: redpackets.do_expire_packets(c, clock.now()))
-        total += done
-        if done < redpackets.EXPIRE_BATCH_MAX:
-            break
+    with _engine(args) as engine:
+        for _ in range(ROUNDS_MAX):
+            done = run_now(engine, lambda c: redpackets.do_expire_packets(c, clock.now()))
+            total += done
+            if done < redpackets.EXPIRE_BATCH_MAX:
+                break
     print(f"expired {total} red packet(s)")
     return 0
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    engine, clock = _engine(args), SystemClock()
+    clock = SystemClock()
 
     def everything(conn: Connection) -> int:
         ids = conn.execute(select(segments_table.c.id)).scalars().all()
@@ -51,20 +60,33 @@ def cmd_refresh(args: argparse.Namespace) -> int:
             segments.do_refresh_segment(conn, clock.now(), segment_id)
         return len(ids)
 
-    if args.all:
-        count = run_now(engine, everything)
-    else:
-        count = run_now(engine, lambda c: segments.do_refresh_due(c, clock.now()))
+    with _engine(args) as engine:
+        if args.all:
+            count = run_now(engine, everything)
+        else:
+            count = run_now(engine, lambda c: segments.do_refresh_due(c, clock.now()))
     print(f"refreshed {count} segment(s)")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    with engine.connect() as conn:
+    with _engine(args) as engine, engine.connect() as conn:
         found = report.campaign_report(conn, args.campaign_id)
     print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from lianjie.cli import bootstrap
+    from lianjie.sim.marketing import MarketingSimConfig, run_marketing_simulation
+
+    with _engine(args) as engine:
+        bootstrap(engine)
+        result = run_marketing_simulation(engine, MarketingSimConfig(
+            seed=args.seed, consumers=args.consumers))
+    print(orjson.dumps(result.campaign, option=orjson.OPT_INDENT_2).decode())
+    print(result.summary())
+    return 0 if result.ok else 1
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,3 +100,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     rep = msub.add_parser("report", help="a campaign's report as JSON")
     rep.add_argument("campaign_id")
     rep.set_defaults(fn=cmd_report)
+    sim = msub.add_parser("simulate", help="run the marketing scenario")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--consumers", type=int, default=200)
+    sim.set_defaults(fn=cmd_simulate)
