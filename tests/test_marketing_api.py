@@ -239,3 +239,14 @@ def test_merchant_runs_its_own_campaign_and_cannot_see_others(api: Api) -> None:
     api.refused(403, "forbidden", "POST", "/v1/campaigns", rival["api_key"],
                 {"name": "x", "budget": 1, "ends_at": _ends(api), "funder_id": shop["id"]})
     api.verify()
+
+
+def test_racing_claims_for_the_last_coupon_issue_it_once(api: Api) -> None:
+    template = _template(api, _campaign(api, 5000), total_max=1)
+    claimers = [api.consumer() for _ in range(6)]
+    path = f"/v1/coupon_templates/{template['id']}/claim"
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda c: api.call("POST", path, c["api_key"], {}), claimers))
+    assert sorted(r.status_code for r in results) == [201] + [400] * 5
+    assert {r.json()["error"]["code"] for r in results if r.status_code == 400} == {
+        "coupon_sold_out"}

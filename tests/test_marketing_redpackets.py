@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from lianjie import marketing as mkt
 from lianjie.clock import ManualClock
@@ -160,18 +160,41 @@ def test_racing_grabs_never_overspend(world: World, committer: Committer,
     def grab(who: str) -> int | ErrorCode:
         try:
             if batched:
-                return batcher.grab(mkt.GrabRequest(packet.id, who))
+                return batcher.grab(mkt.GrabRequest(packet.id, who)).amount
             return committer.run(lambda c: mkt.do_grab(c, now, packet.id, who)).amount
         except DomainError as exc:
             return exc.code
 
     with ThreadPoolExecutor(16) as pool:
         outcomes = list(pool.map(grab, takers + takers[:10]))
-    amounts = [o.amount if isinstance(o, mkt.Grab) else o for o in outcomes]
+    amounts = outcomes
     won = [a for a in amounts if isinstance(a, int)]
     assert len(won) == 25 and sum(won) == 10_007
     assert {a for a in amounts if not isinstance(a, int)} <= {
         ErrorCode.RED_PACKET_EMPTY, ErrorCode.ALREADY_GRABBED}
     assert sum(world.balance(t) for t in takers) == 10_007
     assert world.balance(packet.id, Purpose.RED_PACKET) == 0
+    world.check()
+
+
+def test_per_person_limit_holds_across_a_campaign_within_one_batch(world: World) -> None:
+    from lianjie import payments as pay
+    now = world.clock.now()
+
+    def setup(conn: Connection) -> list[mkt.RedPacket]:
+        campaign = mkt.do_create_campaign(conn, now, name="scan", funder_id=pay.PLATFORM_ID,
+                                          budget=1000, currency_code="CNY", starts_at=now,
+                                          ends_at=now + timedelta(days=1))
+        return [mkt.do_create_campaign_packet(conn, now, campaign.id, amount=300, shares=3,
+                                              split_kind="equal") for _ in range(2)]
+
+    first, second = world.run(setup)
+    walker, other = world.consumer(), world.consumer()
+    outcomes = world.run(lambda c: mkt.do_grab_many(c, now, [
+        mkt.GrabRequest(first.id, walker), mkt.GrabRequest(second.id, walker),
+        mkt.GrabRequest(second.id, other)]))
+    assert isinstance(outcomes[0], mkt.Grab) and isinstance(outcomes[2], mkt.Grab)
+    assert isinstance(outcomes[1], DomainError)
+    assert outcomes[1].code == ErrorCode.PER_PERSON_LIMIT_REACHED
+    assert world.balance(walker) == 100 and world.balance(other) == 100
     world.check()

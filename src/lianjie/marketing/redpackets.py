@@ -36,7 +36,7 @@ from lianjie.ledger import AccountFlags, AccountStatus, Entry, Leg, Purpose
 from lianjie.ledger import schema as ls
 from lianjie.marketing import risk, split
 from lianjie.marketing.groups import require_group
-from lianjie.marketing.schema import grabs, group_members, red_packets
+from lianjie.marketing.schema import campaigns, grabs, group_members, red_packets
 from lianjie.money import check_amount, currency
 from lianjie.payments import PartyKind, account_id, require_party
 
@@ -227,16 +227,18 @@ def do_grab_many(conn: Connection, now: datetime, requests: Sequence[GrabRequest
     by_packet: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
         by_packet.setdefault(req.packet_id, []).append(i)
+    taken: dict[tuple[str, str], int] = {}  # (campaign, consumer): grabs in this batch
     for packet_id, indexes in by_packet.items():
         for i, outcome in zip(indexes, _grab_packet(conn, now, packet_id,
-                                                    [requests[i] for i in indexes]),
+                                                    [requests[i] for i in indexes], taken),
                               strict=True):
             outcomes[i] = outcome
     assert all(o is not None for o in outcomes)
     return [o for o in outcomes if o is not None]
 
 
-def _refusals(conn: Connection, now: datetime, packet: RedPacket, consumers: list[str]
+def _refusals(conn: Connection, packet: RedPacket, consumers: list[str],
+              taken: dict[tuple[str, str], int]
               ) -> tuple[dict[str, DomainError], dict[str, int]]:
     """Who may not grab and why, and the wallet account of everyone who may."""
     refused: dict[str, DomainError] = {}
@@ -253,7 +255,7 @@ def _refusals(conn: Connection, now: datetime, packet: RedPacket, consumers: lis
             refused.setdefault(c, DomainError(E.NOT_IN_GROUP, "only members of the group may "
                                               "grab this red packet", "id"))
     if packet.campaign_id is not None and packet.per_person_max is not None:
-        _per_person(conn, packet, wanted, refused)
+        _per_person(conn, packet, wanted, refused, taken)
     a = ls.accounts
     wallets = {r.owner_id: (r.id, r.status) for r in conn.execute(
         select(a.c.owner_id, a.c.id, a.c.status).where(
@@ -271,12 +273,18 @@ def _refusals(conn: Connection, now: datetime, packet: RedPacket, consumers: lis
 
 
 def _per_person(conn: Connection, packet: RedPacket, wanted: list[str],
-                refused: dict[str, DomainError]) -> None:
-    assert packet.per_person_max is not None
+                refused: dict[str, DomainError], taken: dict[tuple[str, str], int]) -> None:
+    """Refuse consumers at the campaign's per-person limit. On PostgreSQL the campaign row is
+    locked first, so grabs of one campaign's packets in concurrent transactions count in turn."""
+    assert packet.per_person_max is not None and packet.campaign_id is not None
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(campaigns.c.id).where(campaigns.c.id == packet.campaign_id)
+                     .with_for_update())
     counts: dict[str, int] = dict(conn.execute(select(grabs.c.consumer_id, func.count()).where(
         grabs.c.campaign_id == packet.campaign_id, grabs.c.consumer_id.in_(wanted))
         .group_by(grabs.c.consumer_id)).all())
-    for c, n in counts.items():
+    for c in wanted:
+        n = counts.get(c, 0) + taken.get((packet.campaign_id, c), 0)
         if n >= packet.per_person_max:
             refused.setdefault(c, DomainError(
                 E.PER_PERSON_LIMIT_REACHED,
@@ -284,8 +292,8 @@ def _per_person(conn: Connection, packet: RedPacket, wanted: list[str],
                 "id"))
 
 
-def _grab_packet(conn: Connection, now: datetime, packet_id: str,
-                 reqs: list[GrabRequest]) -> list[Grab | DomainError]:
+def _grab_packet(conn: Connection, now: datetime, packet_id: str, reqs: list[GrabRequest],
+                 taken_in_batch: dict[tuple[str, str], int]) -> list[Grab | DomainError]:
     packet = get_packet(conn, packet_id, for_update=True)
     if packet is None:
         err = DomainError(E.RED_PACKET_NOT_FOUND, f"no red packet {packet_id!r}", "id")
@@ -293,7 +301,7 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str,
     if packet.status == "expired" or now >= packet.expires_at:
         err = DomainError(E.RED_PACKET_EXPIRED, "the red packet has expired", "id")
         return [err] * len(reqs)
-    refused, wallets = _refusals(conn, now, packet, [r.consumer_id for r in reqs])
+    refused, wallets = _refusals(conn, packet, [r.consumer_id for r in reqs], taken_in_batch)
     outcomes: list[Grab | DomainError] = []
     entries: list[Entry] = []
     rows: list[dict[str, Any]] = []
@@ -316,6 +324,9 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str,
         rows.append({"packet_id": packet.id, "consumer_id": c, "seq": seq, "amount": amount,
                      "campaign_id": packet.campaign_id, "created_at": now})
         outcomes.append(Grab(packet.id, c, seq, amount, packet.currency, 0, now))
+        if packet.campaign_id is not None:
+            key = (packet.campaign_id, c)
+            taken_in_batch[key] = taken_in_batch.get(key, 0) + 1
         # A second request of the same consumer in this batch is a second grab.
         refused[c] = DomainError(E.ALREADY_GRABBED, "you already grabbed this red packet", "id")
         seq += 1
