@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from tests.conftest import Api
+from conftest import Api
 
 DAY_S = 86_400
 

@@ -16,7 +16,7 @@ from lianjie.committer import Committer
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ledger import Purpose
 from lianjie.money import allocate
-from tests.marketing_world import World, make_world
+from marketing_world import World, make_world
 
 WAIT_S = 60
 

@@ -12,7 +12,7 @@ from lianjie.cli import main
 from lianjie.clock import ManualClock
 from lianjie.ledger import Purpose
 from lianjie.sim.marketing import MarketingSimConfig, run_marketing_simulation
-from tests.marketing_world import make_world
+from marketing_world import make_world
 
 
 def test_scenario_shows_uplift_against_the_holdout_and_verifies(engine: Engine) -> None:
