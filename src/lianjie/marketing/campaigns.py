@@ -28,11 +28,11 @@ from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
 from lianjie.ledger import AccountFlags, Entry, Leg, Purpose
 from lianjie.marketing import redpackets
+from lianjie.marketing.rows import check_name, row_by_id
 from lianjie.marketing.schema import campaigns
 from lianjie.money import BPS_DENOMINATOR, check_amount, currency
 from lianjie.payments import PartyKind, account_id, require_party
 
-NAME_LENGTH_MAX = 200
 HOLDOUT_BPS_MAX = 5000
 PER_PERSON_MAX_MAX = 1000
 PAGE_SIZE_MAX = 100
@@ -67,17 +67,13 @@ def _campaign(row: Row[Any]) -> Campaign:
 
 def get_campaign(conn: Connection, campaign_id: str, *, for_update: bool = False
                  ) -> Campaign | None:
-    query = select(campaigns).where(campaigns.c.id == campaign_id)
-    if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = row_by_id(conn, campaigns, campaign_id, for_update=for_update)
     return None if row is None else _campaign(row)
 
 
 def require_campaign(conn: Connection, campaign_id: str, *, for_update: bool = False
                      ) -> Campaign:
-    found = get_campaign(conn, campaign_id, for_update=for_update) \
-        if isinstance(campaign_id, str) else None
+    found = get_campaign(conn, campaign_id, for_update=for_update)
     if found is None:
         raise DomainError(E.CAMPAIGN_NOT_FOUND, f"no campaign {campaign_id!r}", "campaign_id")
     return found
@@ -124,9 +120,7 @@ def _funding_account(conn: Connection, funder_id: str, cur: str) -> int:
 def do_create_campaign(conn: Connection, now: datetime, *, name: str, funder_id: str,
                        budget: int, currency_code: str, starts_at: datetime, ends_at: datetime,
                        holdout_bps: int = 0, segment_id: str | None = None) -> Campaign:
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH_MAX:
-        raise DomainError(E.INVALID_REQUEST, f"name must be 1 to {NAME_LENGTH_MAX} characters",
-                          "name")
+    check_name(name)
     budget = check_amount(budget)
     currency(currency_code)
     if not starts_at < ends_at:

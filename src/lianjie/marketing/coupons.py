@@ -41,6 +41,7 @@ from lianjie.marketing.campaigns import (
     require_active,
     require_campaign,
 )
+from lianjie.marketing.rows import check_name, row_by_id
 from lianjie.marketing.schema import audience, coupon_templates, coupons, segment_members
 from lianjie.money import AMOUNT_MAX, BPS_DENOMINATOR, check_amount
 from lianjie.payments import PartyKind, account_id, require_party
@@ -49,7 +50,6 @@ from lianjie.payments.fees import refund_share
 if TYPE_CHECKING:
     from lianjie.payments import Order, Party
 
-NAME_LENGTH_MAX = 200
 VALID_S_DEFAULT = 7 * 86_400
 VALID_S_MAX = 366 * 86_400
 PER_PERSON_MAX_MAX = 100
@@ -109,17 +109,13 @@ def _coupon(row: Row[Any]) -> Coupon:
 
 def get_template(conn: Connection, template_id: str, *, for_update: bool = False
                  ) -> Template | None:
-    query = select(coupon_templates).where(coupon_templates.c.id == template_id)
-    if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = row_by_id(conn, coupon_templates, template_id, for_update=for_update)
     return None if row is None else _template(row)
 
 
 def require_template(conn: Connection, template_id: str, *, for_update: bool = False
                      ) -> Template:
-    found = get_template(conn, template_id, for_update=for_update) \
-        if isinstance(template_id, str) else None
+    found = get_template(conn, template_id, for_update=for_update)
     if found is None:
         raise DomainError(E.COUPON_NOT_FOUND, f"no coupon template {template_id!r}",
                           "template_id")
@@ -133,10 +129,7 @@ def templates_of(conn: Connection, campaign_id: str) -> list[Template]:
 
 
 def get_coupon(conn: Connection, coupon_id: str, *, for_update: bool = False) -> Coupon | None:
-    query = select(coupons).where(coupons.c.id == coupon_id)
-    if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = row_by_id(conn, coupons, coupon_id, for_update=for_update)
     return None if row is None else _coupon(row)
 
 
@@ -164,9 +157,7 @@ def do_create_template(conn: Connection, now: datetime, campaign_id: str, *, nam
                        per_person_max: int = 1, total_max: int = 1000, claimable: bool = True,
                        valid_s: int = VALID_S_DEFAULT) -> Template:
     campaign = require_campaign(conn, campaign_id)
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH_MAX:
-        raise DomainError(E.INVALID_REQUEST, f"name must be 1 to {NAME_LENGTH_MAX} characters",
-                          "name")
+    check_name(name)
     if kind not in KINDS:
         raise DomainError(E.INVALID_REQUEST, "kind must be 'fixed' or 'percent'", "kind")
     if kind == "fixed":
@@ -302,8 +293,7 @@ def discount_for(template: Template, amount: int) -> int:
 
 def _check_redeemable(conn: Connection, now: datetime, coupon_id: str, payer_id: str,
                       order: Order, merchant: Party) -> tuple[Coupon, Template, Campaign]:
-    coupon = get_coupon(conn, coupon_id, for_update=True) if isinstance(coupon_id, str) \
-        else None
+    coupon = get_coupon(conn, coupon_id, for_update=True)
     if coupon is None or coupon.consumer_id != payer_id:
         raise DomainError(E.COUPON_NOT_FOUND, f"no coupon {coupon_id!r}", "coupon_id")
     if coupon.status != "active":

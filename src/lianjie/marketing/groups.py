@@ -15,10 +15,10 @@ from sqlalchemy import Connection, select
 from lianjie import events
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
+from lianjie.marketing.rows import check_name
 from lianjie.marketing.schema import group_members, groups
 from lianjie.payments import PartyKind, require_party
 
-NAME_LENGTH_MAX = 200
 MEMBERS_PER_CALL_MAX = 500
 
 
@@ -55,9 +55,7 @@ def is_member(conn: Connection, group_id: str, consumer_id: str) -> bool:
 
 def do_create_group(conn: Connection, now: datetime, owner_id: str, name: str) -> Group:
     require_party(conn, owner_id, PartyKind.CONSUMER, "owner_id")
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH_MAX:
-        raise DomainError(ErrorCode.INVALID_REQUEST,
-                          f"name must be 1 to {NAME_LENGTH_MAX} characters", "name")
+    check_name(name)
     group_id = new_id("grp")
     conn.execute(groups.insert().values(id=group_id, owner_id=owner_id, name=name,
                                         created_at=now))

@@ -29,10 +29,10 @@ from sqlalchemy import Connection, Row, delete, func, select
 from lianjie import events
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
+from lianjie.marketing.rows import check_name
 from lianjie.marketing.schema import segment_members, segments
 from lianjie.payments.schema import orders, parties
 
-NAME_LENGTH_MAX = 200
 RULE_DEPTH_MAX = 3
 RULES_PER_GROUP_MAX = 10
 DAYS_MAX = 3660
@@ -150,9 +150,7 @@ def evaluate(conn: Connection, now: datetime, rule: dict[str, Any]) -> set[str]:
 def do_create_segment(conn: Connection, now: datetime, owner_id: str, name: str,
                       rule: object) -> Segment:
     """Create a segment and evaluate it at once."""
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH_MAX:
-        raise DomainError(E.INVALID_REQUEST, f"name must be 1 to {NAME_LENGTH_MAX} characters",
-                          "name")
+    check_name(name)
     checked = check_rule(rule)
     segment_id = new_id("seg")
     conn.execute(segments.insert().values(id=segment_id, owner_id=owner_id, name=name,
