@@ -27,24 +27,29 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, Row, bindparam, func, select
 
 from lianjie import events
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
-from lianjie.ledger import Leg, Purpose
+from lianjie.ledger import Leg
+from lianjie.ledger.schema import accounts as ledger_accounts
 from lianjie.marketing import risk
 from lianjie.marketing.campaigns import (
-    Campaign,
-    budget_left,
     in_holdout,
     require_active,
     require_campaign,
 )
 from lianjie.marketing.rows import check_name, row_by_id
-from lianjie.marketing.schema import audience, coupon_templates, coupons, segment_members
+from lianjie.marketing.schema import (
+    audience,
+    campaigns,
+    coupon_templates,
+    coupons,
+    segment_members,
+)
 from lianjie.money import AMOUNT_MAX, BPS_DENOMINATOR, check_amount
-from lianjie.payments import PartyKind, account_id, require_party
+from lianjie.payments import PartyKind, require_party
 from lianjie.payments.fees import refund_share
 
 if TYPE_CHECKING:
@@ -286,69 +291,93 @@ def do_issue_to_segment(conn: Connection, now: datetime, template_id: str, segme
 
 def discount_for(template: Template, amount: int) -> int:
     """What the coupon takes off an order of ``amount`` (at most the whole order)."""
-    if template.kind == "fixed":
-        return min(template.amount_off, amount)
-    return min(amount * template.percent_bps // BPS_DENOMINATOR, template.discount_max, amount)
+    return _discount(template.kind, template.amount_off, template.percent_bps,
+                     template.discount_max, amount)
+
+
+def _discount(kind: str, amount_off: int, percent_bps: int, discount_max: int, amount: int
+              ) -> int:
+    if kind == "fixed":
+        return min(amount_off, amount)
+    return min(amount * percent_bps // BPS_DENOMINATOR, discount_max, amount)
+
+
+# Redemption is on the payment's path: one prepared query reads the coupon with its template's
+# terms, its campaign and what is left of the budget (building statements per call cost more
+# than running them; see benchmarks/marketing.py).
+_t, _c, _a = coupon_templates.c, campaigns.c, ledger_accounts.c
+_REDEEMABLE = select(
+    coupons, _t.kind, _t.amount_off, _t.percent_bps, _t.discount_max, _t.min_spend,
+    _t.merchant_id.label("t_merchant_id"), _t.business_type, _c.status.label("c_status"),
+    _c.starts_at, _c.ends_at, _c.currency, _c.budget_account_id,
+    (_a.credits_posted - _a.debits_posted - _a.debits_pending).label("budget_available"),
+).select_from(coupons.join(coupon_templates, _t.id == coupons.c.template_id)
+              .join(campaigns, _c.id == coupons.c.campaign_id)
+              .join(ledger_accounts, _a.id == _c.budget_account_id)
+              ).where(coupons.c.id == bindparam("b_id"))
+_REDEEMABLE_FOR_UPDATE = _REDEEMABLE.with_for_update(of=coupons)
+_REDEEM = coupons.update().where(coupons.c.id == bindparam("b_id"), coupons.c.status == "active")
+
+
+def _not_applicable(message: str) -> DomainError:
+    return DomainError(E.COUPON_NOT_APPLICABLE, message, "coupon_id")
 
 
 def _check_redeemable(conn: Connection, now: datetime, coupon_id: str, payer_id: str,
-                      order: Order, merchant: Party) -> tuple[Coupon, Template, Campaign]:
-    coupon = get_coupon(conn, coupon_id, for_update=True)
-    if coupon is None or coupon.consumer_id != payer_id:
+                      order: Order, merchant: Party) -> tuple[Coupon, int, int]:
+    """The coupon, its discount on ``order`` and its campaign's budget account, or why not."""
+    query = _REDEEMABLE_FOR_UPDATE if conn.dialect.name == "postgresql" else _REDEEMABLE
+    row = conn.execute(query, {"b_id": coupon_id}).first() \
+        if isinstance(coupon_id, str) else None
+    if row is None or row.consumer_id != payer_id:
         raise DomainError(E.COUPON_NOT_FOUND, f"no coupon {coupon_id!r}", "coupon_id")
-    if coupon.status != "active":
+    if row.status != "active":
         raise DomainError(E.COUPON_ALREADY_USED, "the coupon has been used", "coupon_id")
-    if now >= coupon.expires_at:
+    if now >= row.expires_at:
         raise DomainError(E.COUPON_EXPIRED, "the coupon has expired", "coupon_id")
-    template = require_template(conn, coupon.template_id)
-    campaign = require_campaign(conn, coupon.campaign_id)
-    if campaign.status != "active" or not campaign.starts_at <= now < campaign.ends_at:
+    if row.c_status != "active" or not row.starts_at <= now < row.ends_at:
         raise DomainError(E.COUPON_EXPIRED, "the coupon's campaign is over", "coupon_id")
-    if campaign.currency != order.currency:
-        raise DomainError(E.COUPON_NOT_APPLICABLE, "the coupon is in another currency",
+    if row.currency != order.currency:
+        raise _not_applicable("the coupon is in another currency")
+    if row.t_merchant_id is not None and row.t_merchant_id != merchant.id:
+        raise _not_applicable("the coupon is for another merchant")
+    if row.business_type is not None and row.business_type != merchant.business_type:
+        raise _not_applicable("the coupon is for another kind of shop")
+    if order.amount < row.min_spend:
+        raise _not_applicable(f"the coupon needs a spend of at least {row.min_spend}")
+    discount = _discount(row.kind, row.amount_off, row.percent_bps, row.discount_max,
+                         order.amount)
+    assert 0 < discount <= order.amount
+    if row.budget_available < discount:
+        # Checked here for a clear code; the budget account's limit flag is what guarantees it.
+        raise DomainError(E.CAMPAIGN_BUDGET_EXHAUSTED, "the campaign's budget is spent",
                           "coupon_id")
-    if template.merchant_id is not None and template.merchant_id != merchant.id:
-        raise DomainError(E.COUPON_NOT_APPLICABLE, "the coupon is for another merchant",
-                          "coupon_id")
-    if template.business_type is not None and template.business_type != merchant.business_type:
-        raise DomainError(E.COUPON_NOT_APPLICABLE, "the coupon is for another kind of shop",
-                          "coupon_id")
-    if order.amount < template.min_spend:
-        raise DomainError(E.COUPON_NOT_APPLICABLE,
-                          f"the coupon needs a spend of at least {template.min_spend}",
-                          "coupon_id")
-    return coupon, template, campaign
+    coupon = _coupon(row)
+    return coupon, discount, int(row.budget_account_id)
 
 
 def redeem_in_payment(conn: Connection, now: datetime, coupon_id: str, payer_id: str,
                       order: Order, merchant: Party, legs: tuple[Leg, ...],
                       device_id: str | None = None) -> tuple[Leg, ...]:
     """Mark the coupon redeemed by ``order`` and return the payment's legs with the discount
-    paid by the campaign budget. Runs inside the payment's unit of work, before its entry."""
-    coupon, template, campaign = _check_redeemable(conn, now, coupon_id, payer_id, order,
-                                                   merchant)
-    discount = discount_for(template, order.amount)
-    assert 0 < discount <= order.amount
-    if budget_left(conn, campaign) < discount:
-        raise DomainError(E.CAMPAIGN_BUDGET_EXHAUSTED, "the campaign's budget is spent",
-                          "coupon_id")
+    paid by the campaign budget. Runs inside the payment's unit of work, before its entry;
+    ``legs[0]`` is the consumer's wallet paying the merchant the order amount."""
+    coupon, discount, budget_account_id = _check_redeemable(conn, now, coupon_id, payer_id,
+                                                            order, merchant)
     risk.screen(conn, now, "redeem", payer_id, coupon.id, discount, device_id)
-    first = legs[0]
-    pending = account_id(conn, merchant.id, Purpose.MERCHANT_PENDING, order.currency)
-    assert first.credit_account_id == pending and first.amount == order.amount
-    paid = [Leg(first.debit_account_id, pending, order.amount - discount)] \
-        if discount < order.amount else []
-    subsidy = Leg(campaign.budget_account_id, pending, discount)
-    updated = conn.execute(coupons.update().where(coupons.c.id == coupon.id,
-                                                  coupons.c.status == "active").values(
-        status="redeemed", order_id=order.id, order_amount=order.amount, discount=discount,
-        redeemed_at=now))
+    wallet, pending, amount = legs[0].debit_account_id, legs[0].credit_account_id, \
+        legs[0].amount
+    assert amount == order.amount
+    paid = [Leg(wallet, pending, amount - discount)] if discount < amount else []
+    updated = conn.execute(_REDEEM, {"b_id": coupon.id, "status": "redeemed",
+                                     "order_id": order.id, "order_amount": amount,
+                                     "discount": discount, "redeemed_at": now})
     if updated.rowcount != 1:
         raise DomainError(E.COUPON_ALREADY_USED, "the coupon has been used", "coupon_id")
     events.emit(conn, now, "coupon.redeemed", payer_id, coupon_payload(replace(
-        coupon, status="redeemed", order_id=order.id, order_amount=order.amount,
+        coupon, status="redeemed", order_id=order.id, order_amount=amount,
         discount=discount, redeemed_at=now)))
-    return (*paid, subsidy, *legs[1:])
+    return (*paid, Leg(budget_account_id, pending, discount), *legs[1:])
 
 
 def refund_legs(conn: Connection, order: Order, amount: int, legs: tuple[Leg, ...]
