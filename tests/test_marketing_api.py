@@ -222,8 +222,15 @@ def test_campaign_red_packet_has_per_person_limit_and_returns_to_budget(api: Api
     api.clock.advance(timedelta(days=1))
     api.background.tick()
     assert _budget(api, campaign) == 1000 - 100
+    late = api.ok("POST", f"/v1/campaigns/{campaign['id']}/red_packets", api.operator_key,
+                  {"amount": 400, "shares": 4})
+    fee_revenue = api.account_balance("plt_platform", "fee_revenue")
     ended = api.ok("POST", f"/v1/campaigns/{campaign['id']}/end", api.operator_key)
     assert ended["status"] == "ended" and ended["budget_left"] == 0
+    # the open packet expired into the budget, and the budget went back to the platform
+    assert api.account_balance("plt_platform", "fee_revenue") == fee_revenue + 900
+    assert api.ok("GET", f"/v1/red_packets/{late['id']}", api.operator_key)["status"] == \
+        "expired"
     report = api.ok("GET", f"/v1/campaigns/{campaign['id']}/report", api.operator_key)
     assert report["red_packet_grabs"] == 1 and report["budget_spent"] == 100
     api.verify()

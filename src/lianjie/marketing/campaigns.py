@@ -149,10 +149,12 @@ def do_create_campaign(conn: Connection, now: datetime, *, name: str, funder_id:
 
 
 def do_end_campaign(conn: Connection, now: datetime, campaign_id: str) -> Campaign:
-    """End a campaign: what is left of its budget goes back to the funder. Idempotent."""
+    """End a campaign: its red packets expire, then what is left of its budget (with what
+    came back from them) goes back to the funder. Idempotent."""
     campaign = require_campaign(conn, campaign_id, for_update=True)
     if campaign.status == "ended":
         return campaign
+    redpackets.do_close_campaign_packets(conn, now, campaign_id)
     left = budget_left(conn, campaign)
     if left:
         ledger.post(conn, now, Entry(key=f"campaign_return:{campaign_id}", legs=(

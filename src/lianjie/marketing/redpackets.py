@@ -373,6 +373,16 @@ def do_expire_packets(conn: Connection, now: datetime, limit: int = EXPIRE_BATCH
     return len(ids)
 
 
+def do_close_campaign_packets(conn: Connection, now: datetime, campaign_id: str) -> int:
+    """Expire a campaign's packets now (it is ending): what is left goes back to its budget."""
+    ids = conn.execute(select(red_packets.c.id).where(
+        red_packets.c.campaign_id == campaign_id,
+        red_packets.c.status.in_(("open", "emptied")))).scalars().all()
+    for packet_id in ids:
+        _expire(conn, now, require_packet(conn, packet_id, for_update=True))
+    return len(ids)
+
+
 def _source_account(conn: Connection, packet: RedPacket) -> int:
     if packet.campaign_id is not None:
         found = ledger.find_account(conn, packet.campaign_id, Purpose.CAMPAIGN_BUDGET,
