@@ -232,6 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     from lianjie.console.cli import add_commands as console_commands
 
     console_commands(sub)
+    from lianjie.marketing.cli import add_commands as add_marketing_commands
+    add_marketing_commands(sub)
     return parser
 
 

@@ -80,6 +80,26 @@ class ErrorCode(StrEnum):
     # wallets
     WALLET_NOT_FOUND = "wallet_not_found"
     SAME_WALLET = "same_wallet"
+    # marketing
+    GROUP_NOT_FOUND = "group_not_found"
+    NOT_IN_GROUP = "not_in_group"
+    RED_PACKET_NOT_FOUND = "red_packet_not_found"
+    RED_PACKET_EXPIRED = "red_packet_expired"
+    RED_PACKET_EMPTY = "red_packet_empty"
+    ALREADY_GRABBED = "already_grabbed"
+    INVALID_SHARES = "invalid_shares"
+    CAMPAIGN_NOT_FOUND = "campaign_not_found"
+    CAMPAIGN_NOT_ACTIVE = "campaign_not_active"
+    CAMPAIGN_BUDGET_EXHAUSTED = "campaign_budget_exhausted"
+    PER_PERSON_LIMIT_REACHED = "per_person_limit_reached"
+    COUPON_NOT_FOUND = "coupon_not_found"
+    COUPON_EXPIRED = "coupon_expired"
+    COUPON_ALREADY_USED = "coupon_already_used"
+    COUPON_NOT_APPLICABLE = "coupon_not_applicable"
+    COUPON_SOLD_OUT = "coupon_sold_out"
+    NOT_ELIGIBLE = "not_eligible"
+    SEGMENT_NOT_FOUND = "segment_not_found"
+    INVALID_RULE = "invalid_rule"
 
 
 class LianjieError(Exception):

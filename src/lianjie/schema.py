@@ -8,6 +8,7 @@ import lianjie.api.schema
 import lianjie.console.schema
 import lianjie.events
 import lianjie.ledger.schema
+import lianjie.marketing.schema
 import lianjie.payments.schema
 
 __all__ = ["lianjie"]

@@ -2,7 +2,8 @@
 
 - expire unpaid orders past their expiry, and ledger holds past their timeout;
 - turn new outbox events into webhook deliveries, and send the deliveries that are due;
-- purge idempotency keys older than their time to live.
+- purge idempotency keys older than their time to live;
+- return unclaimed red packet money, and refresh marketing segments once a day.
 
 Every job is a unit of work through the committer, so it shares durable group commits with
 requests. A failing job is logged and retried on the next tick; it never stops the others.
@@ -15,7 +16,7 @@ import threading
 
 import httpx
 
-from lianjie import ledger
+from lianjie import ledger, marketing
 from lianjie import payments as pay
 from lianjie.api import idempotency
 from lianjie.api.runtime import Runtime
@@ -55,6 +56,11 @@ class Background:
             ("expire orders", lambda c: pay.do_expire_orders(c, rt.clock.now())),
             ("expire holds", lambda c: ledger.expire_holds(c, rt.clock.now())),
             ("enqueue webhooks", lambda c: pay.do_enqueue_deliveries(c, rt.clock.now())),
+        ]
+        # marketing: unclaimed red packet money goes back; segments are re-evaluated daily
+        jobs += [
+            ("expire red packets", lambda c: marketing.do_expire_packets(c, rt.clock.now())),
+            ("refresh segments", lambda c: marketing.do_refresh_due(c, rt.clock.now())),
         ]
         if purge:
             jobs.append(("purge idempotency keys",

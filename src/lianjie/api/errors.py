@@ -30,6 +30,11 @@ _STATUS: dict[ErrorCode, int] = {
     E.DUPLICATE_OUT_TRADE_NO: 409, E.DUPLICATE_OUT_REFUND_NO: 409,
     E.ORDER_ALREADY_PAID: 409, E.EXISTS_WITH_DIFFERENT_FIELDS: 409,
     E.INSUFFICIENT_FUNDS: 402,
+    # marketing
+    E.GROUP_NOT_FOUND: 404, E.RED_PACKET_NOT_FOUND: 404, E.CAMPAIGN_NOT_FOUND: 404,
+    E.COUPON_NOT_FOUND: 404, E.SEGMENT_NOT_FOUND: 404, E.ALREADY_GRABBED: 409,
+    E.RED_PACKET_EMPTY: 409, E.COUPON_ALREADY_USED: 409, E.CAMPAIGN_BUDGET_EXHAUSTED: 402,
+    E.NOT_IN_GROUP: 403, E.NOT_ELIGIBLE: 403,
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",

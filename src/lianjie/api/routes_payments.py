@@ -38,11 +38,13 @@ class OrderIn(Body):
 
 class PayIn(Body):
     device_id: str | None = None
+    coupon_id: str | None = None
 
 
 class StaticPayIn(Body):
     amount: StrictInt
     device_id: str | None = None
+    coupon_id: str | None = None
 
 
 class RefundIn(Body):
@@ -130,7 +132,8 @@ async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
         # Any consumer holding the order's id (its QR code) may try to pay it, and is told why
         # it cannot (paid, closed, expired) rather than "not found": see ``access``.
         order = pay.do_pay_order(conn, rt.clock.now(), order_id, p.party_id,
-                                 device_id=body.device_id, client_ip=ip)
+                                 device_id=body.device_id, client_ip=ip,
+                                 coupon_id=body.coupon_id)
         return 200, views.order(order, rt.cfg)
 
     return await rt.mutate(request, p, action)
@@ -144,7 +147,8 @@ async def pay_static(qr_code_id: str, body: StaticPayIn, request: Request, rt: R
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         order = pay.do_pay_static_code(conn, rt.clock.now(), rt.cfg, qr_code_id, p.party_id,
-                                       body.amount, device_id=body.device_id, client_ip=ip)
+                                       body.amount, device_id=body.device_id, client_ip=ip,
+                                       coupon_id=body.coupon_id)
         return 200, views.order(order, rt.cfg)
 
     return await rt.mutate(request, p, action)

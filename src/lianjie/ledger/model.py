@@ -55,6 +55,9 @@ class Purpose(StrEnum):
     INSTITUTION_SETTLEMENT = "institution_settlement"
     SUSPENSE = "suspense"
     ESCROW = "escrow"
+    # marketing: both are opened with DEBITS_MUST_NOT_EXCEED_CREDITS, so neither goes below zero
+    RED_PACKET = "red_packet"  # one per red packet: its money from sending to grabbing
+    CAMPAIGN_BUDGET = "campaign_budget"  # one per campaign: its hard budget
 
 
 class EntryKind(IntEnum):

@@ -206,8 +206,12 @@ def payment_legs(conn: Connection, order: Order, merchant: Party, payer_id: str
 
 
 def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, *,
-                 device_id: str | None = None, client_ip: str | None = None) -> Order:
-    """The consumer ``payer_id`` pays the order from its wallet: one ledger entry."""
+                 device_id: str | None = None, client_ip: str | None = None,
+                 coupon_id: str | None = None) -> Order:
+    """The consumer ``payer_id`` pays the order from its wallet: one ledger entry.
+
+    With ``coupon_id`` the consumer pays the net amount and the coupon's campaign budget pays
+    the discount to the merchant, in the same entry (see ``lianjie.marketing.coupons``)."""
     order = require_order(conn, order_id, for_update=True)
     _check_payable(order, now)
     payer = require_party(conn, payer_id, PartyKind.CONSUMER, "payer_id")
@@ -215,6 +219,10 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
         raise DomainError(ErrorCode.ACCOUNT_FROZEN, "the payer's wallet is frozen", "payer_id")
     merchant = require_collecting_merchant(conn, order.merchant_id)
     legs, fee, commission = payment_legs(conn, order, merchant, payer_id)
+    if coupon_id is not None:  # marketing: the campaign budget pays the discount
+        from lianjie.marketing.coupons import redeem_in_payment  # marketing builds on payments
+        legs = redeem_in_payment(conn, now, coupon_id, payer_id, order, merchant, legs,
+                                 device_id)
     result = ledger.post(conn, now, Entry(key=f"pay:{order.id}", legs=legs, code="payment",
                                           memo=order.id))
     updated = conn.execute(_UPDATE_IF_OPEN, {
@@ -231,7 +239,8 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
 
 def do_pay_static_code(conn: Connection, now: datetime, cfg: PaymentsConfig, qr_code_id: str,
                        payer_id: str, amount: int, *, device_id: str | None = None,
-                       client_ip: str | None = None, out_trade_no: str | None = None) -> Order:
+                       client_ip: str | None = None, out_trade_no: str | None = None,
+                       coupon_id: str | None = None) -> Order:
     """The payer scans a merchant's static collection code and enters the amount."""
     code = get_qr_code(conn, qr_code_id) if isinstance(qr_code_id, str) else None
     if code is None or not code.active:
@@ -240,7 +249,8 @@ def do_pay_static_code(conn: Connection, now: datetime, cfg: PaymentsConfig, qr_
                             out_trade_no=out_trade_no or new_id("scan"), amount=amount,
                             currency_code=code.currency, description=code.description,
                             store_id=code.store_id, qr_code_id=code.id)
-    return do_pay_order(conn, now, order.id, payer_id, device_id=device_id, client_ip=client_ip)
+    return do_pay_order(conn, now, order.id, payer_id, device_id=device_id, client_ip=client_ip,
+                        coupon_id=coupon_id)
 
 
 def do_close_order(conn: Connection, now: datetime, order_id: str) -> Order:

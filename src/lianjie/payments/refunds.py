@@ -113,9 +113,13 @@ def do_refund(conn: Connection, now: datetime, order_id: str, *, out_refund_no: 
     commission_back = fees.refund_share(order.commission_amount, order.amount,
                                         order.refunded_amount, amount, order.refunded_commission)
     refund_id = new_id("re")
-    result = ledger.post(conn, now, Entry(
-        key=f"refund:{refund_id}", legs=_legs(conn, order, amount, fee_back, commission_back),
-        code="refund", memo=order.id))
+    legs = _legs(conn, order, amount, fee_back, commission_back)
+    # marketing: a coupon's subsidy share goes back to its campaign budget (the refund rule is
+    # in lianjie.marketing.coupons); orders paid without a coupon keep their legs.
+    from lianjie.marketing.coupons import refund_legs  # marketing builds on payments
+    legs = refund_legs(conn, order, amount, legs)
+    result = ledger.post(conn, now, Entry(key=f"refund:{refund_id}", legs=legs, code="refund",
+                                          memo=order.id))
     conn.execute(refunds.insert().values(
         id=refund_id, order_id=order.id, merchant_id=order.merchant_id,
         out_refund_no=out_refund_no, amount=amount, currency=order.currency,
