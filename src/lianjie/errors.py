@@ -80,6 +80,14 @@ class ErrorCode(StrEnum):
     # wallets
     WALLET_NOT_FOUND = "wallet_not_found"
     SAME_WALLET = "same_wallet"
+    # risk
+    RISK_DECLINED = "risk_declined"
+    RISK_REVIEW_PENDING = "risk_review_pending"
+    RISK_RULE_INVALID = "risk_rule_invalid"
+    RISK_MODEL_INVALID = "risk_model_invalid"
+    RISK_CASE_NOT_FOUND = "risk_case_not_found"
+    RISK_CASE_CLAIMED = "risk_case_claimed"
+    RISK_CASE_CLOSED = "risk_case_closed"
 
 
 class LianjieError(Exception):

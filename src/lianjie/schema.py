@@ -8,5 +8,6 @@ import lianjie.api.schema
 import lianjie.events
 import lianjie.ledger.schema
 import lianjie.payments.schema
+import lianjie.risk.schema
 
 __all__ = ["lianjie"]

@@ -15,7 +15,7 @@ import threading
 
 import httpx
 
-from lianjie import ledger
+from lianjie import ledger, risk
 from lianjie import payments as pay
 from lianjie.api import idempotency
 from lianjie.api.runtime import Runtime
@@ -56,6 +56,8 @@ class Background:
             ("expire holds", lambda c: ledger.expire_holds(c, rt.clock.now())),
             ("enqueue webhooks", lambda c: pay.do_enqueue_deliveries(c, rt.clock.now())),
         ]
+        # risk: review cases nobody decided in time release their holds
+        jobs.append(("expire risk cases", lambda c: risk.do_expire_cases(c, rt.clock.now())))
         if purge:
             jobs.append(("purge idempotency keys",
                          lambda c: idempotency.do_purge(c, rt.clock.now())))

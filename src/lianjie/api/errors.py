@@ -30,6 +30,9 @@ _STATUS: dict[ErrorCode, int] = {
     E.DUPLICATE_OUT_TRADE_NO: 409, E.DUPLICATE_OUT_REFUND_NO: 409,
     E.ORDER_ALREADY_PAID: 409, E.EXISTS_WITH_DIFFERENT_FIELDS: 409,
     E.INSUFFICIENT_FUNDS: 402,
+    # risk
+    E.RISK_DECLINED: 402, E.RISK_REVIEW_PENDING: 409, E.RISK_CASE_NOT_FOUND: 404,
+    E.RISK_CASE_CLAIMED: 409, E.RISK_CASE_CLOSED: 409,
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",
