@@ -4,8 +4,10 @@ The state is a fold of the decision log (``risk_decisions``): every decided even
 reviewed or blocked, is applied once, in ``seq`` order. So it survives a restart (rebuilt from
 the last ``WINDOW_LONG_S`` of the log) and stays in step across processes (each reads the log
 rows past the last ``seq`` it applied before deciding). Decisions run on the single writer
-thread of a process, so the state needs no locks; an event that is later rolled back for
-another reason (insufficient funds) leaves no log row and so is not counted.
+thread of a process, so the state needs no locks. A process folds each event as it decides it
+(an attempt counts even when the payment then fails, say for insufficient funds: attempts are
+what card testers and account takers make many of); such a failed attempt leaves no log row,
+so a restarted process does not count it: the one difference between live and rebuilt state.
 
 Shapes, chosen for a constant cost per event:
 - velocity per key (consumer, merchant, device, IP, service provider): exact running counts and
@@ -207,7 +209,9 @@ class FeatureState:
         self.new_payers: dict[tuple[str, int], int] = {}  # (merchant, day) -> count
         self.small: dict[str, deque[float]] = {}  # merchant -> times of small payments, 1 h
         self.groups = UnionFind()
-        self.last_seq = 0
+        self.last_seq = 0  # the log is folded up to here
+        self.seen_max = 0  # the highest seq folded or written by this process
+        self.own: set[int] = set()  # seqs this process wrote (and folded) past ``last_seq``
 
     def _vel(self, key: str) -> Velocity:
         v = self.velocity.get(key)

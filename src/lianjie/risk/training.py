@@ -117,13 +117,14 @@ def train(data: Dataset, *, test_share: float = 0.25, fpr_max: float = 0.001
 
 # -- backtest ------------------------------------------------------------------------------
 
-def outcomes_for(data: Dataset, rule_set: RuleSet | None, model: models.Model | None,
-                 model_points: float = 100.0) -> list[str]:
+def outcomes_for(data: Dataset, rule_set: RuleSet | None, model: models.Model | None
+                 ) -> list[str]:
     """What a rule set (None: no rules) and a model (None: none) would have decided."""
     compiled = compile_set(rule_set) if rule_set is not None else ()
     probabilities = model.predict_many(data.matrix(model.features)) if model is not None and \
         data.features else None
     thresholds = rule_set or RuleSet(0, ())
+    model_points = thresholds.review_score / model.threshold if model is not None else 0.0
     out = []
     for i, feats in enumerate(data.features):
         fired, _ = evaluate(compiled, feats) if compiled else ([], [])
