@@ -218,3 +218,18 @@ def test_blocked_decision_is_logged_outside_the_http_path_too(api: Api) -> None:
     assert d["outcome"] == "block"
     with engine.connect() as conn:
         assert ledger.verify(conn) == []
+
+
+def test_backtest_and_training_over_http(api: Api) -> None:
+    shop, alice = api.merchant(), api.consumer(funds=50_000)
+    for amount in (1000, 2000, 7000):
+        api.pay(alice, api.order(shop, amount=amount))
+    report = api.ok("POST", "/v1/risk/backtests", api.operator_key,
+                    {"rules": REVIEW_BIG, "model_version": 0})
+    assert report["live"]["flagged"] == 0 and report["live"]["events"] == 3
+    assert report["candidate"]["flagged"] == 1 and report["candidate"]["amount_flagged"] == 7000
+    api.refused(404, "not_found", "POST", "/v1/risk/backtests", api.operator_key,
+                {"model_version": 9})
+    # Three unlabelled decisions cannot train a model: refused, nothing registered.
+    api.refused(400, "risk_model_invalid", "POST", "/v1/risk/models/train", api.operator_key)
+    assert api.ok("GET", "/v1/risk/models", api.operator_key)["data"] == []

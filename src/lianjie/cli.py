@@ -30,6 +30,7 @@ from lianjie import ledger
 from lianjie.committer import run_now
 from lianjie.db import default_database_url, make_engine, migrate
 from lianjie.errors import ConfigError, LianjieError
+from lianjie.risk import cli as risk_cli
 
 log = logging.getLogger("lianjie")
 BANNER_WAIT_S = 60.0
@@ -221,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: start one in this process)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
+    risk_cli.add_commands(sub)
     return parser
 
 

@@ -75,6 +75,42 @@ MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if not f.endswith(("
                                                                             "_allowed")))
 
 
+class _Buckets:
+    """Counts and sums in fixed buckets (hours or days) over the last ``keep`` buckets, with
+    running totals, so reading the window costs nothing per bucket."""
+
+    __slots__ = ("buckets", "count", "keep", "size", "total")
+
+    def __init__(self, size: int, keep: int) -> None:
+        self.size, self.keep = size, keep
+        self.buckets: deque[list[int]] = deque()  # [bucket index, count, sum], oldest first
+        self.count = self.total = 0
+
+    def _expire(self, t: float) -> None:
+        first = int(t // self.size) - self.keep + 1
+        buckets = self.buckets
+        while buckets and buckets[0][0] < first:
+            _, c, s = buckets.popleft()
+            self.count -= c
+            self.total -= s
+
+    def add(self, t: float, amount: int) -> None:
+        self._expire(t)
+        index = int(t // self.size)
+        buckets = self.buckets
+        if buckets and buckets[-1][0] >= index:  # this bucket (or an event a bit late)
+            buckets[-1][1] += 1
+            buckets[-1][2] += amount
+        else:
+            buckets.append([index, 1, amount])
+        self.count += 1
+        self.total += amount
+
+    def window(self, t: float) -> tuple[int, int]:
+        self._expire(t)
+        return self.count, self.total
+
+
 class Velocity:
     """Counts and sums of one key's events over 1 min, 1 h (exact), 24 h and 7 d (bucketed)."""
 
@@ -84,8 +120,8 @@ class Velocity:
         self.recent: deque[tuple[float, int]] = deque()
         self.split = 0  # recent[:split] are older than a minute
         self.c1m = self.s1m = self.c1h = self.s1h = 0
-        self.hours: dict[int, list[int]] = {}
-        self.days: dict[int, list[int]] = {}
+        self.hours = _Buckets(3600, 24)
+        self.days = _Buckets(86_400, 7)
 
     def _advance(self, t: float) -> None:
         recent = self.recent
@@ -110,27 +146,14 @@ class Velocity:
         self.s1m += amount
         self.c1h += 1
         self.s1h += amount
-        for buckets, size, keep in ((self.hours, 3600, 26), (self.days, 86_400, 9)):
-            b = buckets.setdefault(int(t // size), [0, 0])
-            b[0] += 1
-            b[1] += amount
-            if len(buckets) > keep:
-                for old in sorted(buckets)[:-keep]:
-                    del buckets[old]
+        self.hours.add(t, amount)
+        self.days.add(t, amount)
 
     def window(self, t: float) -> tuple[int, int, int, int, int, int, int, int]:
         """(count, sum) over 1 min, 1 h, 24 h and 7 d before ``t``."""
         self._advance(t)
-        h0, d0 = int(t // 3600) - 23, int(t // 86_400) - 6
-        c24 = s24 = c7 = s7 = 0
-        for h, (c, s) in self.hours.items():
-            if h >= h0:
-                c24 += c
-                s24 += s
-        for d, (c, s) in self.days.items():
-            if d >= d0:
-                c7 += c
-                s7 += s
+        c24, s24 = self.hours.window(t)
+        c7, s7 = self.days.window(t)
         return self.c1m, self.c1h, c24, c7, self.s1m, self.s1h, s24, s7
 
 
@@ -301,10 +324,21 @@ class FeatureState:
             "m_small_count_1h": len(small) if small else 0,
             "d_accounts": len(dev.last) if dev else 0,
             "i_accounts_24h": ip.distinct(t, 86_400) if ip else 0,
-            "device_group_size": self.groups.group_accounts(f"a:{e.actor_id}"),
+            "device_group_size": self._group_size(e),
             "loop_back": int(self._sent(cp, e.actor_id, t)),
             "loop_three": int(self._loop3(e.actor_id, cp, t)),
         }
+
+    def _group_size(self, e: Event) -> int:
+        """Accounts in the actor's device-linked group once this event links it to its device
+        (a new account on a farm's phone sees the farm's size at once)."""
+        groups, me = self.groups, f"a:{e.actor_id}"
+        size = groups.group_accounts(me) or 1
+        dev = f"d:{e.device_id}" if e.device_id else None
+        if dev is not None and dev in groups.parent and \
+                (me not in groups.parent or groups.find(me) != groups.find(dev)):
+            size += groups.group_accounts(dev)
+        return size
 
     def _sent(self, src: str | None, dst: str, t: float) -> bool:
         seen = self.counterparties.get(src) if src else None

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import orjson
 from sqlalchemy import Connection, func, select
@@ -73,6 +72,8 @@ def load_text(version: int, text: str, features: Sequence[str],
     unknown = sorted(set(features) - set(MODEL_FEATURES))
     if unknown or not features:
         raise _invalid(f"the model uses unknown features: {', '.join(unknown) or 'none'}")
+    import lightgbm as lgb  # here, not at the top: importing it costs every process ~0.3 s
+
     try:
         booster = lgb.Booster(model_str=text)
     except lgb.basic.LightGBMError as exc:
@@ -154,6 +155,8 @@ def train(matrix: np.ndarray[Any, Any], y: np.ndarray[Any, Any], times: np.ndarr
           amounts: np.ndarray[Any, Any], features: Sequence[str], *, test_share: float = 0.25,
           fpr_max: float = 0.001, seed: int = 7) -> tuple[str, dict[str, Any]]:
     """Train on the earlier events, test on the latest; the model text and its metrics."""
+    import lightgbm as lgb
+
     assert 0 < test_share < 1 and len(y) == len(matrix) == len(times) == len(amounts)
     if len(y) < 20 or len(set(y.tolist())) < 2:
         raise _invalid("training needs at least 20 events of both labels")
