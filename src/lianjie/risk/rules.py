@@ -153,6 +153,26 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _r("night_big", "(hour < 5) && amount >= 200000", weight=15),
     _r("first_pair_big", "first_pair == 1 && amount >= 500000", weight=25),
     _r("sp_burst", "s_count_1m >= 2000", "score", 10, "a service provider's burst (watch)"),
+    # Account takeover: a new device sending money out, to young accounts (mules).
+    _r("new_device_outflow", "new_device == 1 && is_payment == 0 && amount >= 20000",
+       weight=40),
+    _r("to_young_account", "is_p2p == 1 && counterparty_age_days >= 0.0 && "
+       "counterparty_age_days < 7.0 && amount >= 20000", weight=25),
+    _r("young_shared_device_withdrawal", "is_withdrawal == 1 && account_age_days >= 0.0 && "
+       "account_age_days < 7.0 && d_accounts >= 1 && amount >= 50000", weight=65,
+       description="a young account withdrawing from a device others use"),
+    # Cash-out rings: young accounts on shared devices paying a young merchant large amounts.
+    _r("young_payer_shared_device", "account_age_days >= 0.0 && account_age_days < 7.0 && "
+       "d_accounts >= 1 && amount >= 50000", weight=35),
+    _r("young_merchant_big", "counterparty_age_days >= 0.0 && counterparty_age_days < 7.0 && "
+       "is_payment == 1 && amount >= 50000 && m_new_payers_today >= 3", weight=30),
+    # Collusion: large transfers going round.
+    _r("loop_big", "(loop_back == 1 || loop_three == 1) && is_p2p == 1 && amount >= 100000",
+       weight=30),
+    _r("p2p_large_new_pair", "is_p2p == 1 && first_pair == 1 && amount >= 200000", weight=20),
+    # Device farms: brand-new accounts on a device several accounts share.
+    _r("new_account_farm_device", "account_age_days >= 0.0 && account_age_days < 2.0 && "
+       "d_accounts >= 3", weight=60),
 )
 DEFAULT_SET = RuleSet(0, DEFAULT_RULES)
 

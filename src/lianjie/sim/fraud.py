@@ -68,6 +68,7 @@ class _World:
             for i in range(consumers)]
         for c in self.consumers:
             c.friends = [rng.choice(self.consumers).id for _ in range(3)]
+        self.by_id = {c.id: c for c in self.consumers}
 
     def sid(self, prefix: str) -> str:
         self.n += 1
@@ -95,8 +96,9 @@ def _legit_day(w: _World, s: Stream, day0: datetime, rate: float) -> None:
             s.add(when, w.pay(c, m, amount, device))
         if rng.random() < 0.12:
             when = day0 + timedelta(seconds=_daytime_s(rng))
+            friend = w.by_id[rng.choice(c.friends)]
             s.add(when, Event("p2p", w.sid("wop"), c.id, int(rng.lognormvariate(8, 1.0)), "CNY",
-                              rng.choice(c.friends), None, c.device, c.ip, None, c.since))
+                              friend.id, None, c.device, c.ip, None, c.since, friend.since))
         if rng.random() < 0.03:
             when = day0 + timedelta(seconds=_daytime_s(rng))
             s.add(when, Event("withdrawal", w.sid("wop"), c.id, int(rng.lognormvariate(9, 1.0)),
@@ -111,9 +113,9 @@ def _ato(w: _World, s: Stream, at: datetime) -> None:
     t = at
     for _ in range(rng.randint(3, 7)):
         t += timedelta(seconds=rng.uniform(15, 120))
-        mule, _since = rng.choice(mules)
+        mule, since = rng.choice(mules)
         s.add(t, Event("p2p", w.sid("wop"), victim.id, rng.randint(30_000, 300_000), "CNY",
-                       mule, None, device, ip, None, victim.since), "ato")
+                       mule, None, device, ip, None, victim.since, since), "ato")
     for mule, since in mules:
         t += timedelta(seconds=rng.uniform(60, 600))
         s.add(t, Event("withdrawal", w.sid("wop"), mule, rng.randint(100_000, 600_000), "CNY",
@@ -162,7 +164,7 @@ def _loop(w: _World, s: Stream, at: datetime) -> None:
             t += timedelta(seconds=rng.uniform(60, 1800))
             nxt = ring[(i + 1) % len(ring)]
             s.add(t, Event("p2p", w.sid("wop"), c.id, amount, "CNY", nxt.id, None, c.device,
-                           c.ip, None, c.since), "collusion_loop")
+                           c.ip, None, c.since, nxt.since), "collusion_loop")
 
 
 def _farm(w: _World, s: Stream, at: datetime) -> None:
