@@ -51,7 +51,7 @@ def test_loops_groups_and_history() -> None:
     assert _pay(s, T0 + timedelta(minutes=1), "b", "a", device="d2")["loop_back"] == 1
     _pay(s, T0 + timedelta(minutes=2), "b", "c", device="d2")
     three = _pay(s, T0 + timedelta(minutes=3), "c", "a", device="d2")
-    assert three["loop_three"] == 1  # a -> b -> c, now c -> a
+    assert three["loop_ring"] == 1  # a -> b -> c, now c -> a
     again = _pay(s, T0 + timedelta(minutes=4), "a", "b", device="d2")
     assert again["first_pair"] == 0 and again["c_count_1h"] == 1
     assert again["d_accounts"] == 2  # b and c used d2 before

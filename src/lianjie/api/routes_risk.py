@@ -6,14 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 from sqlalchemy import Connection, select
 from starlette.responses import Response
 
 from lianjie import risk
-from lianjie.api import views
+from lianjie.api import idempotency, views
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
 from lianjie.api.runtime import Runtime, current_runtime, json, require_role
@@ -25,6 +26,7 @@ from lianjie.risk import schema, store, training
 router = APIRouter(prefix="/v1/risk", tags=["risk"])
 RT = Annotated[Runtime, Depends(current_runtime)]
 Limit = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)]
+CSV_LENGTH_MAX = 20_000_000
 
 
 class DecisionIn(Body):
@@ -231,13 +233,24 @@ async def list_models(rt: RT, p: Caller) -> Response:
     return json(await rt.read(read))
 
 
+class TrainIn(Body):
+    csv: str | None = Field(default=None, max_length=CSV_LENGTH_MAX)
+    test_share: float = Field(default=0.25, gt=0, lt=1)
+    fpr_max: float = Field(default=0.001, gt=0, lt=1)
+
+
 @router.post("/models/train", status_code=201)
-async def train_model(request: Request, rt: RT, p: Caller) -> Response:
-    """Train on the labelled decisions (case outcomes and imported labels) and register the
-    model as the next version if it loads."""
+async def train_model(body: TrainIn, request: Request, rt: RT, p: Caller) -> Response:
+    """Train on the labelled decisions (case outcomes and imported labels), or on a labelled
+    CSV sent as ``csv``, and register the model as the next version if it loads."""
     _operator(p)
-    data = await rt.read(lambda c: training.from_decisions(c, labelled_only=True))
-    text, metrics = training.train(data)
+    idempotency.check_key(request.headers.get("idempotency-key"))
+    if body.csv is not None:
+        data = training.from_csv_text(body.csv)
+    else:
+        data = await rt.read(lambda c: training.from_decisions(c, labelled_only=True))
+    text, metrics = await anyio.to_thread.run_sync(
+        lambda: training.train(data, test_share=body.test_share, fpr_max=body.fpr_max))
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         version = models.do_register(conn, rt.clock.now(), text, risk.MODEL_FEATURES, metrics)
@@ -247,10 +260,11 @@ async def train_model(request: Request, rt: RT, p: Caller) -> Response:
 
 
 @router.post("/backtests")
-async def backtest(body: BacktestIn, rt: RT, p: Caller) -> Response:
+async def backtest(body: BacktestIn, request: Request, rt: RT, p: Caller) -> Response:
     """Replay logged decisions against a candidate rule set and model (a read: nothing
     changes)."""
     _operator(p)
+    idempotency.check_key(request.headers.get("idempotency-key"))
 
     def read(conn: Connection) -> dict[str, Any]:
         versions = store.get_versions(conn)

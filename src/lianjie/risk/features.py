@@ -65,7 +65,7 @@ FEATURES: tuple[str, ...] = (
     "c_distinct_counterparties_24h", "m_distinct_payers_24h", "m_new_payers_today",
     "m_small_count_1h", "d_accounts", "i_accounts_24h", "device_group_size",
     "amount_vs_consumer_avg", "amount_vs_merchant_avg", "first_pair", "new_device",
-    "account_age_days", "counterparty_age_days", "loop_back", "loop_three", "category_code",
+    "account_age_days", "counterparty_age_days", "loop_back", "loop_ring", "category_code",
     "actor_blocked", "counterparty_blocked", "device_blocked", "ip_blocked", "actor_allowed",
 )
 STRING_FEATURES = ("category", "kind")
@@ -230,6 +230,7 @@ class FeatureState:
         self.ip_accounts: dict[str, Seen] = {}
         self.devices_of: dict[str, set[str]] = {}
         self.new_payers: dict[tuple[str, int], int] = {}  # (merchant, day) -> count
+        self.today = 0
         self.small: dict[str, deque[float]] = {}  # merchant -> times of small payments, 1 h
         self.groups = UnionFind()
         self.last_seq = 0  # the log is folded up to here
@@ -261,6 +262,9 @@ class FeatureState:
             payers = self.payers.setdefault(cp, Seen())
             if actor not in payers.last:
                 day = int(t // 86_400)
+                if day > self.today:  # a new day: yesterday's counts are no longer read
+                    self.today = day
+                    self.new_payers = {k: v for k, v in self.new_payers.items() if k[1] >= day}
                 self.new_payers[(cp, day)] = self.new_payers.get((cp, day), 0) + 1
             payers.add(actor, t)
             if e.amount <= SMALL_AMOUNT_MAX:
@@ -326,7 +330,7 @@ class FeatureState:
             "i_accounts_24h": ip.distinct(t, 86_400) if ip else 0,
             "device_group_size": self._group_size(e),
             "loop_back": int(self._sent(cp, e.actor_id, t)),
-            "loop_three": int(self._loop3(e.actor_id, cp, t)),
+            "loop_ring": int(self._loop3(e.actor_id, cp, t)),
         }
 
     def _group_size(self, e: Event) -> int:
@@ -346,13 +350,26 @@ class FeatureState:
         return last is not None and last > t - WINDOW_LONG_S
 
     def _loop3(self, actor: str, cp: str | None, t: float) -> bool:
-        """Money went ``cp -> x -> actor`` lately, and now ``actor -> cp``: a three-way loop."""
-        paid_by_cp = self.counterparties.get(cp) if cp else None
-        if paid_by_cp is None:
+        """Money went from ``cp`` to ``actor`` through one or two others lately, and now goes
+        ``actor -> cp``: a ring of three or four. At most ``LOOP_SCAN_MAX`` accounts are
+        looked at, so a busy account costs no more than a quiet one."""
+        if not cp:
             return False
-        for n, x in enumerate(paid_by_cp.last):
-            if n >= LOOP_SCAN_MAX:
-                break
-            if x != actor and self._sent(x, actor, t):
-                return True
+        frontier, seen, scanned = [cp], {cp, actor}, 0
+        for _hop in range(2):
+            nxt = []
+            for node in frontier:
+                paid = self.counterparties.get(node)
+                if paid is None:
+                    continue
+                for x in paid.last:
+                    scanned += 1
+                    if scanned > LOOP_SCAN_MAX:
+                        return False
+                    if x not in seen:
+                        if self._sent(x, actor, t):
+                            return True
+                        seen.add(x)
+                        nxt.append(x)
+            frontier = nxt
         return False

@@ -144,7 +144,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _r("probe_device", "d_count_1h >= 15 && amount <= 100", weight=35),
     _r("loop_back", "loop_back == 1 && is_p2p == 1 && amount >= 10000", weight=35,
        description="money going back to who sent it"),
-    _r("loop_three", "loop_three == 1 && amount >= 10000", weight=35),
+    _r("loop_ring", "loop_ring == 1 && amount >= 10000", weight=35),
     _r("young_merchant_new_payers", "counterparty_age_days >= 0.0 && "
        "counterparty_age_days < 3.0 && m_new_payers_today >= 15", weight=35),
     _r("young_account_big", "account_age_days >= 0.0 && account_age_days < 1.0 && "
@@ -167,8 +167,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _r("young_merchant_big", "counterparty_age_days >= 0.0 && counterparty_age_days < 7.0 && "
        "is_payment == 1 && amount >= 50000 && m_new_payers_today >= 3", weight=30),
     # Collusion: large transfers going round.
-    _r("loop_big", "(loop_back == 1 || loop_three == 1) && is_p2p == 1 && amount >= 100000",
-       weight=30),
+    _r("loop_big", "(loop_back == 1 || loop_ring == 1) && is_p2p == 1 && amount >= 100000",
+       weight=60, description="a large transfer that closes a loop within a week"),
     _r("p2p_large_new_pair", "is_p2p == 1 && first_pair == 1 && amount >= 200000", weight=20),
     # Device farms: brand-new accounts on a device several accounts share.
     _r("new_account_farm_device", "account_age_days >= 0.0 && account_age_days < 2.0 && "

@@ -11,6 +11,8 @@ engine runs.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,14 +74,17 @@ def from_decisions(conn: Connection, *, since: datetime | None = None,
 
 
 def from_csv(path: Path) -> Dataset:
-    """Replay a labelled CSV through a fresh feature state, in time order."""
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in CSV_REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DomainError(ErrorCode.INVALID_REQUEST,
-                              f"the CSV lacks columns: {', '.join(missing)}", "file")
-        rows = list(reader)[:DATASET_ROWS_MAX]
+    """Replay a labelled CSV file through a fresh feature state, in time order."""
+    return from_csv_text(path.read_text())
+
+
+def from_csv_text(text: str) -> Dataset:
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in CSV_REQUIRED if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DomainError(ErrorCode.INVALID_REQUEST,
+                          f"the CSV lacks columns: {', '.join(missing)}", "csv")
+    rows = list(itertools.islice(reader, DATASET_ROWS_MAX))
     parsed = []
     for n, row in enumerate(rows, start=2):
         try:
@@ -88,7 +93,7 @@ def from_csv(path: Path) -> Dataset:
             parsed.append((when, int(row["amount"]), int(row["label"]), row))
         except ValueError:
             raise DomainError(ErrorCode.INVALID_REQUEST, f"line {n}: bad time, amount or label",
-                              "file") from None
+                              "csv") from None
     parsed.sort(key=lambda x: x[0])
     state = FeatureState()
     feats: list[dict[str, Any]] = []

@@ -5,6 +5,7 @@ Revises: 0003
 Create Date: 2026-11-23 11:16:38.520020
 """
 
+import secrets
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -115,6 +116,9 @@ def upgrade() -> None:
     sa.Column('lists_version', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_risk_state'))
     )
+    # The version row exists from the start, so processes never race to create it.
+    op.execute("INSERT INTO risk_state (id, epoch, rules_version, model_version, "
+               f"lists_version) VALUES (1, 'epoch_{secrets.token_hex(10)}', 0, 0, 0)")
     # ### end Alembic commands ###
 
 
