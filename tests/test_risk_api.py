@@ -231,5 +231,6 @@ def test_backtest_and_training_over_http(api: Api) -> None:
     api.refused(404, "not_found", "POST", "/v1/risk/backtests", api.operator_key,
                 {"model_version": 9})
     # Three unlabelled decisions cannot train a model: refused, nothing registered.
-    api.refused(400, "risk_model_invalid", "POST", "/v1/risk/models/train", api.operator_key)
+    api.refused(400, "risk_model_invalid", "POST", "/v1/risk/models/train", api.operator_key,
+                {})
     assert api.ok("GET", "/v1/risk/models", api.operator_key)["data"] == []
