@@ -62,6 +62,11 @@ def test_a_blocked_payment_moves_nothing_but_its_decision_is_logged(api: Api) ->
     r = api.call("POST", "/v1/wallet/transfers", mallory["api_key"],
                  {"recipient_id": bob["id"], "amount": 100, "device_id": "dev-stolen"})
     assert_error(r, 402, "risk_declined")
+    r = api.call("POST", "/v1/wallet/withdrawals", mallory["api_key"],
+                 {"institution_id": api.institution["id"], "amount": 100,
+                  "device_id": "dev-stolen"})
+    assert_error(r, 402, "risk_declined")
+    assert api.balance(mallory) == 10_000 and api.balance(bob) == 0
     api.verify()
 
 
@@ -234,3 +239,16 @@ def test_backtest_and_training_over_http(api: Api) -> None:
     api.refused(400, "risk_model_invalid", "POST", "/v1/risk/models/train", api.operator_key,
                 {})
     assert api.ok("GET", "/v1/risk/models", api.operator_key)["data"] == []
+
+
+def test_velocity_is_exact_when_payments_race(api: Api) -> None:
+    """Twelve payments from one wallet at once: each decision sees exactly the ones decided
+    before it, so the counts they saw are 0 to 11, each once."""
+    shop, alice = api.merchant(), api.consumer(funds=50_000)
+    orders = [api.order(shop, amount=300) for _ in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda o: api.pay(alice, o), orders))
+    assert all(r.status_code == 200 for r in responses)
+    seen = sorted(_decisions(api, o["id"])[0]["features"]["c_count_1m"] for o in orders)
+    assert seen == list(range(12))
+    assert api.balance(alice) == 50_000 - 12 * 300
