@@ -251,6 +251,7 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
     pending = api.merchant(approve=False)
     key = api.ok("POST", "/v1/api_keys", op, {"party_id": shop["id"]})
     bank = api.institution["id"]
+    case = _review_case(api, shop, bob)
     return {
         "/v1/service_providers": ("/v1/service_providers", op, {"name": "SP"}),
         "/v1/merchants": ("/v1/merchants", sp["api_key"], {"name": "Shop"}),
@@ -284,7 +285,33 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
         "/v1/wallet/transfers": ("/v1/wallet/transfers", alice["api_key"],
                                  {"recipient_id": bob["id"], "amount": 100}),
         **marketing_post_routes(api, w),
+        # risk
+        "/v1/risk/cases/{case_id}/claim": (f"/v1/risk/cases/{case}/claim", op, {}),
+        "/v1/risk/cases/{case_id}/decision": (f"/v1/risk/cases/{case}/decision", op,
+                                              {"approve": True}),
+        "/v1/risk/rule_sets": ("/v1/risk/rule_sets", op, {"rules": []}),
+        "/v1/risk/rule_sets/{version}/activate": ("/v1/risk/rule_sets/0/activate", op, {}),
+        "/v1/risk/lists": ("/v1/risk/lists", op, {"list": "block", "value": "dev_x"}),
+        "/v1/risk/lists/{list_name}/{value}/remove": ("/v1/risk/lists/block/dev_x/remove", op,
+                                                      {}),
+        "/v1/risk/models/train": ("/v1/risk/models/train", op, {"csv": _LABELLED_CSV}),
+        "/v1/risk/backtests": ("/v1/risk/backtests", op, {}),
     }
+
+
+_LABELLED_CSV = "time,payer,payee,amount,label\n" + "".join(
+    f"2026-03-0{1 + i // 20}T{i % 20:02d}:00:00,cus_{i % 7},mch_{i % 3},{100 + i * 37},"
+    f"{int(i % 5 == 0)}\n" for i in range(60))
+
+
+def _review_case(api: Api, shop: dict[str, Any], payer: dict[str, Any]) -> str:
+    """A review case: a payment held by a one-off rule set, then the built-in set again."""
+    op = api.operator_key
+    api.ok("POST", "/v1/risk/rule_sets", op, {"rules": [
+        {"name": "review_all", "expression": "amount >= 1", "action": "review"}]})
+    api.ok("POST", f"/v1/orders/{api.order(shop)['id']}/pay", payer["api_key"], {})
+    api.ok("POST", "/v1/risk/rule_sets/0/activate", op, {})
+    return str(api.ok("GET", "/v1/risk/cases", op)["data"][0]["id"])
 
 
 def test_every_post_needs_an_idempotency_key(api: Api) -> None:

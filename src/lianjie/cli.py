@@ -30,6 +30,7 @@ from lianjie import ledger
 from lianjie.committer import run_now
 from lianjie.db import default_database_url, make_engine, migrate
 from lianjie.errors import ConfigError, LianjieError
+from lianjie.risk import cli as risk_cli
 
 log = logging.getLogger("lianjie")
 BANNER_WAIT_S = 60.0
@@ -234,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     console_commands(sub)
     from lianjie.marketing.cli import add_commands as add_marketing_commands
     add_marketing_commands(sub)
+    risk_cli.add_commands(sub)
     return parser
 
 

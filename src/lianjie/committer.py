@@ -177,6 +177,7 @@ def _run_unit(conn: Connection, unit: Unit) -> tuple[bool, Any]:
         value = unit(conn)
     except DomainError as exc:
         savepoint.rollback()
+        _record_refusal(conn, exc)
         return False, exc
     except OperationalError as exc:
         savepoint.rollback()
@@ -190,6 +191,22 @@ def _run_unit(conn: Connection, unit: Unit) -> tuple[bool, Any]:
         return False, exc
     savepoint.commit()
     return True, value
+
+
+def _record_refusal(conn: Connection, exc: DomainError) -> None:
+    """A refusal may carry a record of itself (a risk decline logs its decision): write it in
+    a savepoint of its own after the unit's rollback, so it commits with the group."""
+    record = getattr(exc, "record", None)
+    if record is None:
+        return
+    savepoint = conn.begin_nested()
+    try:
+        record(conn)
+    except Exception:  # the refusal stands even if its record cannot be written
+        log.exception("recording a refusal failed")
+        savepoint.rollback()
+    else:
+        savepoint.commit()
 
 
 def _sqlite_turn_path(engine: Engine) -> str | None:
@@ -216,5 +233,11 @@ def run_now(engine: Engine, unit: Callable[[Connection], T]) -> T:
     """Run one unit in its own write transaction, without the writer thread (CLI, tests)."""
     with engine.connect() as conn:
         conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            return unit(conn)
+        try:
+            with conn.begin():
+                return unit(conn)
+        except DomainError as exc:
+            if getattr(exc, "record", None) is not None:
+                with conn.begin():
+                    _record_refusal(conn, exc)
+            raise

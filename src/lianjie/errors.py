@@ -100,6 +100,14 @@ class ErrorCode(StrEnum):
     NOT_ELIGIBLE = "not_eligible"
     SEGMENT_NOT_FOUND = "segment_not_found"
     INVALID_RULE = "invalid_rule"
+    # risk
+    RISK_DECLINED = "risk_declined"
+    RISK_REVIEW_PENDING = "risk_review_pending"
+    RISK_RULE_INVALID = "risk_rule_invalid"
+    RISK_MODEL_INVALID = "risk_model_invalid"
+    RISK_CASE_NOT_FOUND = "risk_case_not_found"
+    RISK_CASE_CLAIMED = "risk_case_claimed"
+    RISK_CASE_CLOSED = "risk_case_closed"
 
 
 class LianjieError(Exception):

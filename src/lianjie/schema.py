@@ -10,5 +10,6 @@ import lianjie.events
 import lianjie.ledger.schema
 import lianjie.marketing.schema
 import lianjie.payments.schema
+import lianjie.risk.schema
 
 __all__ = ["lianjie"]

@@ -16,7 +16,7 @@ import threading
 
 import httpx
 
-from lianjie import ledger, marketing
+from lianjie import ledger, marketing, risk
 from lianjie import payments as pay
 from lianjie.api import idempotency
 from lianjie.api.runtime import Runtime
@@ -62,6 +62,8 @@ class Background:
             ("expire red packets", lambda c: marketing.do_expire_packets(c, rt.clock.now())),
             ("refresh segments", lambda c: marketing.do_refresh_due(c, rt.clock.now())),
         ]
+        # risk: review cases nobody decided in time release their holds
+        jobs.append(("expire risk cases", lambda c: risk.do_expire_cases(c, rt.clock.now())))
         if purge:
             jobs.append(("purge idempotency keys",
                          lambda c: idempotency.do_purge(c, rt.clock.now())))

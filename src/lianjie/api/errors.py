@@ -35,6 +35,9 @@ _STATUS: dict[ErrorCode, int] = {
     E.COUPON_NOT_FOUND: 404, E.SEGMENT_NOT_FOUND: 404, E.ALREADY_GRABBED: 409,
     E.RED_PACKET_EMPTY: 409, E.COUPON_ALREADY_USED: 409, E.CAMPAIGN_BUDGET_EXHAUSTED: 402,
     E.NOT_IN_GROUP: 403, E.NOT_ELIGIBLE: 403,
+    # risk
+    E.RISK_DECLINED: 402, E.RISK_REVIEW_PENDING: 409, E.RISK_CASE_NOT_FOUND: 404,
+    E.RISK_CASE_CLAIMED: 409, E.RISK_CASE_CLOSED: 409,
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",

@@ -57,6 +57,7 @@ class WalletMoveIn(Body):
     institution_id: str
     amount: StrictInt
     currency: str = DEFAULT_CURRENCY
+    device_id: str | None = None
 
 
 class P2PIn(Body):
@@ -64,6 +65,7 @@ class P2PIn(Body):
     amount: StrictInt
     currency: str = DEFAULT_CURRENCY
     note: str | None = None
+    device_id: str | None = None
 
 
 def _client_ip(request: Request) -> str | None:
@@ -237,7 +239,8 @@ async def withdraw(body: WalletMoveIn, request: Request, rt: RT, p: Caller) -> R
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         op = pay.do_withdraw(conn, rt.clock.now(), consumer_id, body.institution_id,
-                             body.amount, _platform_currency(rt, body.currency))
+                             body.amount, _platform_currency(rt, body.currency),
+                             device_id=body.device_id, client_ip=_client_ip(request))
         return 201, views.wallet_operation(op)
 
     return await rt.mutate(request, p, action)
@@ -249,7 +252,8 @@ async def p2p(body: P2PIn, request: Request, rt: RT, p: Caller) -> Response:
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         op = pay.do_p2p(conn, rt.clock.now(), consumer_id, body.recipient_id, body.amount,
-                        _platform_currency(rt, body.currency), body.note)
+                        _platform_currency(rt, body.currency), body.note,
+                        device_id=body.device_id, client_ip=_client_ip(request))
         return 201, views.wallet_operation(op)
 
     return await rt.mutate(request, p, action)

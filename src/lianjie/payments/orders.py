@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Row, bindparam, select
 
-from lianjie import events, ledger
+from lianjie import events, ledger, risk
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
-from lianjie.ledger import Entry, Leg, Purpose
+from lianjie.ledger import Entry, EntryKind, Leg, Purpose
 from lianjie.money import check_amount, currency
 from lianjie.payments import fees
 from lianjie.payments.config import PaymentsConfig
@@ -178,6 +178,9 @@ def _check_payable(order: Order, now: datetime) -> None:
         raise DomainError(ErrorCode.ORDER_ALREADY_PAID, "the order is already paid", "id")
     if order.status == "closed":
         raise DomainError(ErrorCode.ORDER_CLOSED, "the order is closed", "id")
+    if order.status in ("reviewing", "declined"):  # held for risk review, or declined in it
+        raise DomainError(ErrorCode.RISK_REVIEW_PENDING if order.status == "reviewing" else
+                          ErrorCode.RISK_DECLINED, f"the order is {order.status}", "id")
     if order.status == "expired" or now >= order.expires_at:
         raise DomainError(ErrorCode.ORDER_EXPIRED, "the order has expired", "id")
     assert order.status == "open", order.status
@@ -223,18 +226,45 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
         from lianjie.marketing.coupons import redeem_in_payment  # marketing builds on payments
         legs = redeem_in_payment(conn, now, coupon_id, payer_id, order, merchant, legs,
                                  device_id)
-    result = ledger.post(conn, now, Entry(key=f"pay:{order.id}", legs=legs, code="payment",
-                                          memo=order.id))
+    decision = risk.decide(conn, now, risk.Event(
+        "payment", order.id, payer_id, order.amount, order.currency, merchant.id,
+        merchant.parent_id, device_id, client_ip, merchant.business_type, payer.created_at,
+        merchant.created_at))  # raises risk_declined on block; review: a hold and a case
+    status = "reviewing" if decision.review else "paid"
+    result = ledger.post(conn, now, Entry(
+        key=f"pay:{order.id}", legs=legs, code="payment", memo=order.id,
+        kind=EntryKind.PENDING if decision.review else EntryKind.POSTED))
+    if decision.review:
+        assert result.entry_id is not None
+        risk.open_case(conn, now, decision, result.entry_id)
     updated = conn.execute(_UPDATE_IF_OPEN, {
-        "b_order_id": order.id, "status": "paid", "paid_at": now, "payer_id": payer_id,
+        "b_order_id": order.id, "status": status, "paid_at": now, "payer_id": payer_id,
         "entry_id": result.entry_id, "fee_amount": fee, "commission_amount": commission,
         "device_id": device_id, "client_ip": client_ip})
     if updated.rowcount != 1:
         raise DomainError(ErrorCode.ORDER_ALREADY_PAID, "the order is already paid", "id")
-    paid = replace(order, status="paid", paid_at=now, payer_id=payer_id,
+    paid = replace(order, status=status, paid_at=now, payer_id=payer_id,
                    entry_id=result.entry_id, fee_amount=fee, commission_amount=commission)
-    events.emit(conn, now, "payment.succeeded", order.merchant_id, order_payload(paid))
+    events.emit(conn, now, "payment.reviewing" if decision.review else "payment.succeeded",
+                order.merchant_id, order_payload(paid))
     return paid
+
+
+def _resolve_review(conn: Connection, now: datetime, case: risk.Case, approved: bool,
+                    entry_id: int) -> None:
+    """A reviewed payment's case is decided: the hold was posted (paid) or voided."""
+    status = "paid" if approved else "declined"
+    conn.execute(orders.update().where(orders.c.id == case.subject_id,
+                                       orders.c.status == "reviewing")
+                 .values(status=status, entry_id=entry_id if approved else None,
+                         paid_at=now if approved else None, closed_at=None if approved else now,
+                         **({} if approved else {"fee_amount": 0, "commission_amount": 0})))
+    order = require_order(conn, case.subject_id)
+    events.emit(conn, now, "payment.succeeded" if approved else "payment.declined",
+                order.merchant_id, order_payload(order))
+
+
+risk.register_resolver("payment", _resolve_review)
 
 
 def do_pay_static_code(conn: Connection, now: datetime, cfg: PaymentsConfig, qr_code_id: str,

@@ -7,15 +7,15 @@ may go negative: it mirrors what the institution owes or is owed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
 
-from lianjie import events, ledger
+from lianjie import events, ledger, risk
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
-from lianjie.ledger import Entry, Leg, Purpose
+from lianjie.ledger import Entry, EntryKind, Leg, Purpose
 from lianjie.money import check_amount, currency
 from lianjie.payments.parties import Party, PartyKind, account_id, require_party
 from lianjie.payments.schema import wallet_operations
@@ -58,22 +58,49 @@ def _active(party: Party, param: str) -> Party:
 
 
 def _record(conn: Connection, now: datetime, kind: str, consumer_id: str, counterparty_id: str,
-            amount: int, cur: str, leg: Leg, note: str | None) -> WalletOperation:
+            amount: int, cur: str, leg: Leg, note: str | None,
+            risk_event: risk.Event | None = None) -> WalletOperation:
     if note is not None and (not isinstance(note, str) or len(note) > NOTE_LENGTH_MAX):
         raise DomainError(ErrorCode.INVALID_REQUEST, "note is too long", "note")
     op_id = new_id("wop")
+    # Risk decides before anything is posted: block raises, review holds the money.
+    decision = None if risk_event is None else \
+        risk.decide(conn, now, replace(risk_event, subject_id=op_id))
+    review = decision is not None and decision.review
     result = ledger.post(conn, now, Entry(key=f"{kind}:{op_id}", legs=(leg,), code=kind,
-                                          memo=op_id))
+                                          memo=op_id,
+                                          kind=EntryKind.PENDING if review else EntryKind.POSTED))
     assert result.entry_id is not None
+    if decision is not None and review:
+        risk.open_case(conn, now, decision, result.entry_id)
     conn.execute(wallet_operations.insert().values(
         id=op_id, kind=kind, consumer_id=consumer_id, counterparty_id=counterparty_id,
         amount=amount, currency=cur, entry_id=result.entry_id, note=note, created_at=now))
     op = WalletOperation(op_id, kind, consumer_id, counterparty_id, amount, cur,
                          result.entry_id, note, now)
-    events.emit(conn, now, f"wallet.{kind}", consumer_id,
-                {"id": op_id, "object": "wallet_operation", "kind": kind, "amount": amount,
-                 "currency": cur, "consumer_id": consumer_id, "counterparty_id": counterparty_id})
+    events.emit(conn, now, f"wallet.{kind}.reviewing" if review else f"wallet.{kind}",
+                consumer_id, _op_payload(op))
     return op
+
+
+def _op_payload(op: WalletOperation) -> dict[str, object]:
+    return {"id": op.id, "object": "wallet_operation", "kind": op.kind, "amount": op.amount,
+            "currency": op.currency, "consumer_id": op.consumer_id,
+            "counterparty_id": op.counterparty_id}
+
+
+def _resolve_review(conn: Connection, now: datetime, case: risk.Case, approved: bool,
+                    entry_id: int) -> None:
+    """A held P2P transfer or withdrawal was approved (posted) or rejected (voided)."""
+    row = conn.execute(select(wallet_operations)
+                       .where(wallet_operations.c.id == case.subject_id)).one()
+    op = _op(row)
+    events.emit(conn, now, f"wallet.{op.kind}" if approved else f"wallet.{op.kind}.declined",
+                op.consumer_id, _op_payload(op))
+
+
+risk.register_resolver("p2p", _resolve_review)
+risk.register_resolver("withdrawal", _resolve_review)
 
 
 def _bank_move(conn: Connection, consumer_id: str, institution_id: str, amount: int,
@@ -98,16 +125,29 @@ def do_top_up(conn: Connection, now: datetime, consumer_id: str, institution_id:
 
 
 def do_withdraw(conn: Connection, now: datetime, consumer_id: str, institution_id: str,
-                amount: int, currency_code: str) -> WalletOperation:
+                amount: int, currency_code: str, *, device_id: str | None = None,
+                client_ip: str | None = None) -> WalletOperation:
     """Money goes out to the partner institution; the wallet must hold it."""
     amount, wallet, settlement = _bank_move(conn, consumer_id, institution_id, amount,
                                             currency_code)
+    event = _risk_event(conn, "withdrawal", consumer_id, institution_id, amount, currency_code,
+                        device_id, client_ip)
     return _record(conn, now, "withdrawal", consumer_id, institution_id, amount, currency_code,
-                   Leg(wallet, settlement, amount), None)
+                   Leg(wallet, settlement, amount), None, event)
+
+
+def _risk_event(conn: Connection, kind: str, consumer_id: str, counterparty_id: str,
+                amount: int, cur: str, device_id: str | None, client_ip: str | None
+                ) -> risk.Event:
+    consumer = require_party(conn, consumer_id)
+    counterparty = require_party(conn, counterparty_id)
+    return risk.Event(kind, "", consumer_id, amount, cur, counterparty_id, None, device_id,
+                      client_ip, None, consumer.created_at, counterparty.created_at)
 
 
 def do_p2p(conn: Connection, now: datetime, consumer_id: str, recipient_id: str, amount: int,
-           currency_code: str, note: str | None = None) -> WalletOperation:
+           currency_code: str, note: str | None = None, *, device_id: str | None = None,
+           client_ip: str | None = None) -> WalletOperation:
     amount = check_amount(amount)
     currency(currency_code)
     if consumer_id == recipient_id:
@@ -117,7 +157,10 @@ def do_p2p(conn: Connection, now: datetime, consumer_id: str, recipient_id: str,
             "recipient_id")
     leg = Leg(account_id(conn, consumer_id, Purpose.WALLET, currency_code),
               account_id(conn, recipient_id, Purpose.WALLET, currency_code), amount)
-    return _record(conn, now, "p2p", consumer_id, recipient_id, amount, currency_code, leg, note)
+    event = _risk_event(conn, "p2p", consumer_id, recipient_id, amount, currency_code,
+                        device_id, client_ip)
+    return _record(conn, now, "p2p", consumer_id, recipient_id, amount, currency_code, leg, note,
+                   event)
 
 
 def wallet_balance(conn: Connection, consumer_id: str, currency_code: str) -> WalletBalance:

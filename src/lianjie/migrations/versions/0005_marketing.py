@@ -1,7 +1,7 @@
 """marketing: red packets, campaigns, coupons, segments
 
-Revision ID: 0004_marketing
-Revises: 0003
+Revision ID: 0005_marketing
+Revises: 0004_console
 Create Date: 2026-11-23 11:14:06.249360
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 import lianjie.db
 
 
-revision: str = "0004_marketing"
-down_revision: str | None = "0003"
+revision: str = "0005_marketing"
+down_revision: str | None = "0004_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,321 @@
+"""``decide``: the risk decision on one money-moving event, before anything is posted.
+
+The contract (also in docs/architecture.md), for every caller (payments, P2P, withdrawals, red
+packet grabs, loan applications):
+
+- call ``decide(conn, now, event)`` inside the unit of work that will move the money, after the
+  request is validated and before the ledger entry is posted;
+- ``block``: ``decide`` raises ``RiskDeclined`` (a ``DomainError`` with code ``risk_declined``),
+  so the unit rolls back and nothing moves. The decision is still logged: the error carries a
+  ``record`` callable that the committer runs in a fresh savepoint after the rollback, in the
+  same durable group commit (``run_now`` does it in a second transaction);
+- ``review``: ``decide`` returns a decision with ``review`` true and has logged it; the caller
+  posts its entry as a ledger hold (``EntryKind.PENDING``) and calls ``open_case`` with the
+  hold's entry id. The case's resolver (``register_resolver``) finishes the domain side when
+  an operator approves (the hold is posted) or rejects, or the case expires (voided);
+- ``allow``: logged, and the caller posts as usual.
+
+State lives per database engine (``configure`` sets its ``RiskConfig``; the engine is on by
+default). The features come from the fold of the decision log (``features``); rules, lists and
+the model are reloaded when the version row says they changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import cel
+import orjson
+from sqlalchemy import Connection, Engine, bindparam, func, select
+
+from lianjie.errors import DomainError, ErrorCode
+from lianjie.risk import model as models
+from lianjie.risk import rules as rulesets
+from lianjie.risk import schema, store
+from lianjie.risk.features import Event, FeatureState
+
+log = logging.getLogger("lianjie.risk")
+
+CATCH_UP_BATCH_MAX = 10_000
+CASE_TTL_S_DEFAULT = 24 * 3600
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    enabled: bool = True
+    # Shadow mode for the whole engine: decisions are made and logged, and always allow.
+    shadow: bool = False
+    case_ttl_s: int = CASE_TTL_S_DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    id: str
+    outcome: str  # allow, review, block
+    score: float
+    fired: tuple[str, ...]
+    shadow_fired: tuple[str, ...]
+    reasons: tuple[tuple[str, float], ...]
+    rules_version: int
+    model_version: int
+    event: Event
+    features: dict[str, Any] = field(repr=False)
+
+    @property
+    def review(self) -> bool:
+        return self.outcome == "review"
+
+
+class RiskDeclined(DomainError):
+    """A block. ``record`` logs the decision after the unit has rolled back."""
+
+    def __init__(self, decision: Decision, record: Callable[[Connection], None]) -> None:
+        reasons = ", ".join(decision.fired) or "risk score"
+        super().__init__(ErrorCode.RISK_DECLINED, f"the payment was declined ({reasons})")
+        self.decision = decision
+        self.record = record
+
+
+# -- per-engine state ----------------------------------------------------------------------
+
+@dataclass
+class _State:
+    cfg: RiskConfig = field(default_factory=RiskConfig)
+    feats: FeatureState = field(default_factory=FeatureState)
+    versions: store.Versions | None = None
+    rule_set: rulesets.RuleSet = rulesets.DEFAULT_SET
+    compiled: tuple[rulesets.Compiled, ...] = ()
+    model: models.Model | None = None
+    lists: dict[str, dict[str, datetime | None]] = field(default_factory=dict)
+
+
+_STATES: weakref.WeakKeyDictionary[Engine, _State] = weakref.WeakKeyDictionary()
+
+
+def _state(conn: Connection) -> _State:
+    engine = conn.engine
+    st = _STATES.get(engine)
+    if st is None:
+        st = _STATES[engine] = _State()
+    return st
+
+
+def configure(engine: Engine, cfg: RiskConfig) -> None:
+    """Set the engine's settings for this database (in this process)."""
+    _STATES.setdefault(engine, _State()).cfg = cfg
+
+
+def config_of(conn: Connection) -> RiskConfig:
+    return _state(conn).cfg
+
+
+_CHECK = select(schema.state.c.epoch, schema.state.c.rules_version, schema.state.c.model_version,
+                schema.state.c.lists_version, select(func.max(schema.decisions.c.seq))
+                .scalar_subquery()).where(schema.state.c.id == 1)
+_MAX_SEQ = select(func.max(schema.decisions.c.seq))
+_EVENT_COLS = (schema.decisions.c.seq, schema.decisions.c.kind, schema.decisions.c.subject_id,
+               schema.decisions.c.actor_id, schema.decisions.c.amount,
+               schema.decisions.c.currency, schema.decisions.c.counterparty_id,
+               schema.decisions.c.sp_id, schema.decisions.c.device_id,
+               schema.decisions.c.client_ip, schema.decisions.c.created_at)
+_AFTER = select(*_EVENT_COLS).where(schema.decisions.c.seq > bindparam("b_after"),
+                                    schema.decisions.c.created_at >= bindparam("b_since")
+                                    ).order_by(schema.decisions.c.seq).limit(CATCH_UP_BATCH_MAX)
+_INSERT = schema.decisions.insert()
+
+
+def refresh(conn: Connection, now: datetime) -> _State:
+    """Bring this process's state in step with the database: one read when nothing changed."""
+    st = _state(conn)
+    row = conn.execute(_CHECK).first()
+    if row is None:  # the version row is made on first use; its epoch names this database
+        store.set_state(conn)
+        row = conn.execute(_CHECK).one()
+    versions = store.Versions(row[0], row[1], row[2], row[3])
+    max_seq = int(row[4] or 0)
+    if st.versions is not None and st.versions.epoch != versions.epoch:
+        st.feats = FeatureState()  # a new or emptied database: fold it from the start
+        st.versions = None
+    if st.versions != versions:
+        _reload(conn, st, versions)
+    if max_seq > st.feats.seen_max:  # another process (or a fresh start) wrote rows
+        _catch_up(conn, st.feats, now)
+    return st
+
+
+def _reload(conn: Connection, st: _State, versions: store.Versions) -> None:
+    old = st.versions
+    if old is None or old.rules != versions.rules:
+        st.rule_set = rulesets.load_active(conn, versions.rules)
+        st.compiled = rulesets.compile_set(st.rule_set)
+    if old is None or old.model != versions.model:
+        st.model = models.load_active(conn, versions.model)
+    if old is None or old.lists != versions.lists:
+        st.lists = store.load_lists(conn)
+    st.versions = versions
+
+
+def _catch_up(conn: Connection, feats: FeatureState, now: datetime) -> None:
+    since = now - timedelta(days=8)
+    while True:
+        rows = conn.execute(_AFTER, {"b_after": feats.last_seq, "b_since": since}).all()
+        for r in rows:
+            if r.seq not in feats.own:
+                feats.apply(Event(r.kind, r.subject_id, r.actor_id, r.amount, r.currency,
+                                  r.counterparty_id, r.sp_id, r.device_id, r.client_ip),
+                            r.created_at.timestamp())
+            feats.last_seq = r.seq
+        if len(rows) < CATCH_UP_BATCH_MAX:
+            top = int(conn.execute(_MAX_SEQ).scalar() or 0)
+            feats.last_seq = max(feats.last_seq, top)  # past rows older than ``since``
+            feats.seen_max = max(feats.seen_max, feats.last_seq)
+            feats.own = {s for s in feats.own if s > feats.last_seq}
+            return
+
+
+# -- deciding ------------------------------------------------------------------------------
+
+def _listed(lists: dict[str, datetime | None], value: str | None, now: datetime) -> int:
+    if not value or value not in lists:
+        return 0
+    expires = lists[value]
+    return int(expires is None or expires > now)
+
+
+def _list_features(st: _State, e: Event, now: datetime) -> dict[str, int]:
+    block, allow = st.lists.get("block", {}), st.lists.get("allow", {})
+    return {"actor_blocked": _listed(block, e.actor_id, now),
+            "counterparty_blocked": _listed(block, e.counterparty_id, now),
+            "device_blocked": _listed(block, e.device_id, now),
+            "ip_blocked": _listed(block, e.client_ip, now),
+            "actor_allowed": _listed(allow, e.actor_id, now)}
+
+
+def evaluate(compiled: tuple[rulesets.Compiled, ...], feats: dict[str, Any]
+             ) -> tuple[list[rulesets.Rule], list[str]]:
+    """The rules that fire (shadow ones included) and the names of any that failed to run."""
+    context = cel.Context(feats)
+    fired: list[rulesets.Rule] = []
+    failed: list[str] = []
+    for c in compiled:
+        try:
+            if c.program.execute(context) is True:
+                fired.append(c.rule)
+        except (RuntimeError, ValueError, TypeError):
+            failed.append(c.rule.name)
+    return fired, failed
+
+
+def outcome_of(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet, model_p: float | None,
+               model_points: float) -> tuple[str, float]:
+    """Outcome and score from the acting rules and the model's probability."""
+    acting = [r for r in fired if not r.shadow]
+    score = sum(r.weight for r in acting if r.action == "score")
+    if model_p is not None:
+        score += model_points * model_p
+    actions = {r.action for r in acting}
+    if "block" in actions:
+        return "block", score
+    if "allow" in actions:
+        return "allow", score
+    if "review" in actions:
+        return "review", score
+    if score >= rule_set.block_score:
+        return "block", score
+    if score >= rule_set.review_score:
+        return "review", score
+    return "allow", score
+
+
+def decide(conn: Connection, now: datetime, event: Event) -> Decision:
+    """Decide on ``event``; raise ``RiskDeclined`` on block (see the module docstring)."""
+    st = refresh(conn, now)
+    if not st.cfg.enabled:
+        return Decision("", "allow", 0.0, (), (), (), 0, 0, event, {})
+    feats = st.feats.features(event, now)
+    feats.update(_list_features(st, event, now))
+    fired, failed = evaluate(st.compiled, feats)
+    p = st.model.score(feats) if st.model is not None else None
+    outcome, score = outcome_of(fired, st.rule_set, p, _model_points(st))
+    reasons = st.model.reasons(feats) if st.model is not None and outcome != "allow" else []
+    if st.cfg.shadow:
+        outcome = "allow"
+    decision = Decision(
+        _decision_id(), outcome, round(score, 4), tuple(r.name for r in fired if not r.shadow),
+        tuple(r.name for r in fired if r.shadow), tuple(reasons),
+        st.rule_set.version, st.model.version if st.model else 0, event, feats)
+    if failed:
+        log.warning("risk rules failed to evaluate: %s", ", ".join(failed))
+    row = _log_row(decision, now, p)
+    # The event counts from now on in this process, whatever happens to the unit: an attempt
+    # is a signal even when it then fails (see features' docstring).
+    t = now.timestamp()
+    st.feats.apply(event, t)
+    if outcome == "block":
+        raise RiskDeclined(decision, lambda c: _record(c, row, None))
+    _record(conn, row, st)
+    return decision
+
+
+def _decision_id() -> str:
+    """``rd_`` and 20 random base-62 digits, as ``new_id`` makes, at a tenth of its cost."""
+    n = secrets.randbits(119)
+    out = []
+    for _ in range(20):
+        n, r = divmod(n, 62)
+        out.append(_ALPHABET[r])
+    return "rd_" + "".join(out)
+
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _model_points(st: _State) -> float:
+    """Points per unit of probability: the model's threshold scores exactly ``review_score``."""
+    if st.model is None:
+        return 0.0
+    return st.rule_set.review_score / st.model.threshold
+
+
+def _record(conn: Connection, row: dict[str, Any], st: _State | None) -> None:
+    """Log a decision. Its event is already folded into this process's state: remember its
+    ``seq`` so that catching up with the log does not count it twice."""
+    key = conn.execute(_INSERT, row).inserted_primary_key
+    assert key is not None
+    seq = key[0]
+    owner = st if st is not None else _STATES.get(conn.engine)
+    if owner is not None:
+        owner.feats.own.add(int(seq))
+        owner.feats.seen_max = max(owner.feats.seen_max, int(seq))
+
+
+def _log_row(d: Decision, now: datetime, model_p: float | None) -> dict[str, Any]:
+    e = d.event
+    fired = [*d.fired, *(f"shadow:{n}" for n in d.shadow_fired)]
+    features = dict(d.features)
+    if model_p is not None:
+        features["model_p"] = round(model_p, 6)
+    return {"id": d.id, "kind": e.kind, "subject_id": e.subject_id, "actor_id": e.actor_id,
+            "counterparty_id": e.counterparty_id, "sp_id": e.sp_id, "device_id": e.device_id,
+            "client_ip": e.client_ip, "amount": e.amount, "currency": e.currency,
+            "category": e.category, "actor_since": e.actor_since,
+            "counterparty_since": e.counterparty_since, "outcome": d.outcome, "score": d.score,
+            "rules_version": d.rules_version, "model_version": d.model_version,
+            "fired": orjson.dumps(fired).decode(),
+            "reasons": orjson.dumps([list(r) for r in d.reasons]).decode(),
+            "features": orjson.dumps(features).decode(), "created_at": now}
+
+
+def refresh_and_features(engine: Engine, now: datetime, event: Event) -> dict[str, Any]:
+    """The features ``event`` would get now, without deciding (for operators and tests)."""
+    with engine.connect() as conn:
+        st = refresh(conn, now)
+        feats = st.feats.features(event, now)
+        feats.update(_list_features(st, event, now))
+        return feats
