@@ -80,6 +80,15 @@ class ErrorCode(StrEnum):
     # wallets
     WALLET_NOT_FOUND = "wallet_not_found"
     SAME_WALLET = "same_wallet"
+    # clearing
+    BUSINESS_DAY_NOT_OVER = "business_day_not_over"
+    DAY_ALREADY_SEALED = "day_already_sealed"
+    NOT_LOGGED_YET = "not_logged_yet"
+    INVALID_FILE = "invalid_file"
+    DUPLICATE_FILE = "duplicate_file"
+    RECON_ITEM_NOT_FOUND = "recon_item_not_found"
+    INVALID_PROOF = "invalid_proof"
+    INVALID_SIGNATURE = "invalid_signature"
 
 
 class LianjieError(Exception):

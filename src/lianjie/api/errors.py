@@ -30,6 +30,9 @@ _STATUS: dict[ErrorCode, int] = {
     E.DUPLICATE_OUT_TRADE_NO: 409, E.DUPLICATE_OUT_REFUND_NO: 409,
     E.ORDER_ALREADY_PAID: 409, E.EXISTS_WITH_DIFFERENT_FIELDS: 409,
     E.INSUFFICIENT_FUNDS: 402,
+    # clearing
+    E.BUSINESS_DAY_NOT_OVER: 409, E.DAY_ALREADY_SEALED: 409, E.NOT_LOGGED_YET: 409,
+    E.DUPLICATE_FILE: 409, E.RECON_ITEM_NOT_FOUND: 404,
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",
