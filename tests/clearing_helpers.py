@@ -105,4 +105,5 @@ def make_world(engine: Engine, tmp_path: Path, merchants: int = 2, consumers: in
         for i in range(consumers):
             w.consumers.append(pp.do_create_consumer(c, now, w.pcfg, f"C{i}").id)
     w.run(unit)
+    w.cfg = ClearingConfig(payout_institution_id=w.bank)  # both banks joined at one instant
     return w
