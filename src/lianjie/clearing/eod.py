@@ -11,6 +11,7 @@ runs of one day on PostgreSQL take turns.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -34,10 +35,12 @@ class EodReport:
     business_date: date
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     resumed: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step's unit
 
     def as_json(self) -> dict[str, Any]:
         return {"object": "end_of_day", "business_date": self.business_date.isoformat(),
-                "steps": self.steps, "resumed": self.resumed}
+                "steps": self.steps, "resumed": self.resumed,
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
 def _start(conn: Connection, now: datetime, business_date: date) -> None:
@@ -109,7 +112,9 @@ def run_end_of_day(engine: Engine, business_date: date, *, clock: Clock | None =
                                                  result=json.dumps(result), finished_at=now))
             return result, False
 
+        started = time.perf_counter()
         result, resumed = run_now(engine, unit)
+        report.seconds[step] = time.perf_counter() - started
         report.steps[step] = result
         if resumed:
             report.resumed.append(step)

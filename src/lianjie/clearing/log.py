@@ -16,6 +16,7 @@ inserted after the fact, then recomputes every day's root, chain link and signat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -54,28 +55,56 @@ _POSTINGS_SQL = (
     "ORDER BY entry_id, leg_no, side")
 
 
+def _raw(conn: Connection, sql: str) -> tuple[Any, str]:
+    """A DB-API cursor in the connection's transaction, and ``sql`` in its parameter style.
+
+    The log reads and writes every entry of the day: SQLAlchemy's per-row result objects cost
+    more than the hashing, so this hot path talks to the driver directly."""
+    cur = conn.connection.cursor()
+    if conn.dialect.name == "postgresql":
+        sql = re.sub(r":(\w+)", r"%(\1)s", sql)
+    return cur, sql
+
+
 def iter_canonical(conn: Connection, after_id: int, upto_id: int, extra: str = "",
                    params: dict[str, Any] | None = None) -> Iterator[tuple[int, bytes, int]]:
     """(entry id, canonical bytes, created_at µs) for entries in (after_id, upto_id], id order,
     read in keyset pages."""
     lo = after_id
+    entries_cur, entries_sql = _raw(conn, _ENTRIES_SQL.format(extra=extra))
+    postings_cur, postings_sql = _raw(conn, _POSTINGS_SQL)
     while True:
-        heads = conn.execute(text(_ENTRIES_SQL.format(extra=extra)),
-                             {"after": lo, "upto": upto_id, "n": READ_BATCH_ENTRIES,
-                              **(params or {})}).all()
+        entries_cur.execute(entries_sql, {"after": lo, "upto": upto_id,
+                                          "n": READ_BATCH_ENTRIES, **(params or {})})
+        heads = entries_cur.fetchall()
         if not heads:
             return
         legs: dict[int, list[list[int]]] = {}
-        for p in conn.execute(text(_POSTINGS_SQL), {"lo": heads[0][0], "hi": heads[-1][0]}):
+        postings_cur.execute(postings_sql, {"lo": heads[0][0], "hi": heads[-1][0]})
+        for p in postings_cur.fetchall():
             legs.setdefault(p[0], []).append([p[1], p[2], p[3], p[4], p[5], p[6]])
         for r in heads:
-            created = r[7] if isinstance(r[7], int) else to_us(r[7])
-            head = {"id": r[0], "key": r[1], "kind": r[2], "code": r[3], "pending_id": r[4],
-                    "reverses_id": r[5], "memo": r[6], "created_at_us": created}
-            yield r[0], entry_bytes(head, legs.get(r[0], [])), created
+            yield r[0], entry_bytes({"id": r[0], "key": r[1], "kind": r[2], "code": r[3],
+                                     "pending_id": r[4], "reverses_id": r[5], "memo": r[6],
+                                     "created_at_us": r[7]}, legs.get(r[0], [])), r[7]
         if len(heads) < READ_BATCH_ENTRIES:
             return
         lo = heads[-1][0]
+
+
+def _insert_many(conn: Connection, table: str, cols: tuple[str, ...],
+                 rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    marks = ", ".join(f":{c}" for c in cols)
+    cur, sql = _raw(conn, f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})")
+    if conn.dialect.name == "sqlite":
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+        cur.executemany(sql, rows)
+        return
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row(r)
 
 
 def tree_size(conn: Connection) -> int:
@@ -94,7 +123,7 @@ def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     top = int(conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one())
     cut = to_us(cutoff)
     hashes: list[bytes] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, int, bytes]] = []
     # stragglers: entries below the last logged id that committed after it was logged
     stragglers = conn.execute(text(
         "SELECT e.id FROM ledger_entries e LEFT JOIN clearing_log_leaves l ON l.entry_id = e.id "
@@ -103,13 +132,11 @@ def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     for entry_id in stragglers:
         for eid, data, _ in iter_canonical(conn, entry_id - 1, entry_id):
             hashes.append(merkle.leaf_hash(data))
-            rows.append({"leaf_index": old + len(rows), "entry_id": eid,
-                         "leaf_hash": hashes[-1]})
+            rows.append((old + len(rows), eid, hashes[-1]))
     for eid, data, _ in iter_canonical(conn, last, top, "AND e.created_at < :cut", {"cut": cut}):
         hashes.append(merkle.leaf_hash(data))
-        rows.append({"leaf_index": old + len(rows), "entry_id": eid, "leaf_hash": hashes[-1]})
-    for i in range(0, len(rows), READ_BATCH_ENTRIES):
-        conn.execute(s.log_leaves.insert(), rows[i:i + READ_BATCH_ENTRIES])
+        rows.append((old + len(rows), eid, hashes[-1]))
+    _insert_many(conn, "clearing_log_leaves", ("leaf_index", "entry_id", "leaf_hash"), rows)
     _store_nodes(conn, old, hashes)
     return old, old + len(rows)
 
@@ -126,9 +153,8 @@ def _store_nodes(conn: Connection, old: int, new_leaves: list[bytes]) -> None:
         nodes = [merkle.node_hash(_child(conn, level - 1, 2 * j, below, below_start),
                                   _child(conn, level - 1, 2 * j + 1, below, below_start))
                  for j in range(first, last)]
-        rows = [{"level": level, "node_index": first + i, "hash": h} for i, h in enumerate(nodes)]
-        for i in range(0, len(rows), READ_BATCH_ENTRIES):
-            conn.execute(s.log_nodes.insert(), rows[i:i + READ_BATCH_ENTRIES])
+        _insert_many(conn, "clearing_log_nodes", ("level", "node_index", "hash"),
+                     [(level, first + i, h) for i, h in enumerate(nodes)])
         below, below_start = nodes, first
         level += 1
 

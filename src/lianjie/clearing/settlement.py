@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, bindparam, text
 
 from lianjie import events, ledger
@@ -159,21 +160,24 @@ def settle_merchants(conn: Connection, now: datetime, cfg: ClearingConfig,
     """Settle every merchant due on ``business_date``; problems are collected, not raised."""
     report = SettleReport()
     fallback = default_institution(conn, cfg)
-    plans: list[tuple[_Due, str, str, Entry, Entry]] = []
+    plans: list[_Plan] = []
     advance: list[_Due] = []
-    for due in due_settlements(conn, cfg, business_date):
-        if due.net < 0:
+    due = due_settlements(conn, cfg, business_date)
+    ids = _account_ids(conn, due, fallback)
+    for d in due:
+        if d.net < 0:
             report.skipped_negative += 1
             continue
-        if due.net == 0:
-            advance.append(due)
+        if d.net == 0:
+            advance.append(d)
             continue
-        institution = due.institution_id or fallback
+        institution = d.institution_id or fallback
         if institution is None:
             report.problems.append({"code": "no_payout_institution",
-                                    "merchant_id": due.merchant_id})
+                                    "merchant_id": d.merchant_id})
             continue
-        plans.append(_plan(conn, due, institution, business_date))
+        plans.append(_plan(conn, ids, d, institution, business_date))
+    done: list[tuple[_Plan, int, int]] = []
     for i in range(0, len(plans), BATCH_ENTRIES_MAX // 2):
         batch = plans[i:i + BATCH_ENTRIES_MAX // 2]
         results = ledger.create_entries(conn, now, [e for p in batch for e in p[3:]])
@@ -184,18 +188,49 @@ def settle_merchants(conn: Connection, now: datetime, cfg: ClearingConfig,
                                         "merchant_id": plan[0].merchant_id})
                 continue
             assert first.entry_id is not None and second.entry_id is not None
-            _record(conn, now, cfg, business_date, plan, first.entry_id, second.entry_id)
+            done.append((plan, first.entry_id, second.entry_id))
             advance.append(plan[0])
             report.settled += 1
             report.amount += plan[0].net
+    _record(conn, now, cfg, business_date, done)
     _advance(conn, advance)
     return report
 
 
-def _plan(conn: Connection, due: _Due, institution: str, business_date: date
-          ) -> tuple[_Due, str, str, Entry, Entry]:
-    available = account_id(conn, due.merchant_id, Purpose.MERCHANT_AVAILABLE, due.currency)
-    bank = account_id(conn, institution, Purpose.INSTITUTION_SETTLEMENT, due.currency)
+_Plan = tuple[_Due, str, str, Entry, Entry]
+
+
+def _account_ids(conn: Connection, dues: list[_Due], fallback: str | None
+                 ) -> dict[tuple[str, str, str], int]:
+    """(owner, purpose, currency) -> account id for every account settlement will touch."""
+    owners = {d.merchant_id for d in dues} | {d.institution_id for d in dues
+                                              if d.institution_id} | ({fallback} - {None})
+    out: dict[tuple[str, str, str], int] = {}
+    wanted = sorted(o for o in owners if o)
+    for i in range(0, len(wanted), LOOKUP_CHUNK):
+        rows = conn.execute(text(
+            "SELECT owner_id, purpose, currency, id FROM ledger_accounts "
+            "WHERE owner_id IN :owners AND purpose IN :purposes")
+            .bindparams(bindparam("owners", expanding=True),
+                        bindparam("purposes", expanding=True)),
+            {"owners": wanted[i:i + LOOKUP_CHUNK],
+             "purposes": [Purpose.MERCHANT_AVAILABLE.value,
+                          Purpose.INSTITUTION_SETTLEMENT.value]})
+        out.update({(r[0], r[1], r[2]): int(r[3]) for r in rows})
+    return out
+
+
+def _plan(conn: Connection, ids: dict[tuple[str, str, str], int], due: _Due, institution: str,
+          business_date: date) -> _Plan:
+    def acc(owner: str, purpose: Purpose) -> int:
+        found = ids.get((owner, purpose.value, due.currency))
+        if found is None:  # first settlement in this currency: open it
+            found = ids[(owner, purpose.value, due.currency)] = account_id(
+                conn, owner, purpose, due.currency)
+        return found
+
+    available = acc(due.merchant_id, Purpose.MERCHANT_AVAILABLE)
+    bank = acc(institution, Purpose.INSTITUTION_SETTLEMENT)
     sid = new_id("stl")
     day = business_date.isoformat()
     settle = Entry(key=f"settle:{due.merchant_id}:{due.currency}:{day}", code=SETTLEMENT_CODE,
@@ -206,22 +241,36 @@ def _plan(conn: Connection, due: _Due, institution: str, business_date: date
 
 
 def _record(conn: Connection, now: datetime, cfg: ClearingConfig, business_date: date,
-            plan: tuple[_Due, str, str, Entry, Entry], entry_id: int, payout_id: int) -> None:
-    due, sid, institution = plan[0], plan[1], plan[2]
-    _, value_date = window(cfg, business_date, due.delay_days)
-    conn.execute(s.settlements.insert().values(
-        id=sid, merchant_id=due.merchant_id, currency=due.currency, business_date=business_date,
-        value_date=value_date, amount=due.net, from_seq=due.watermark + 1, to_seq=due.bound,
-        institution_id=institution, entry_id=entry_id, payout_entry_id=payout_id,
-        status="instructed", created_at=now))
-    conn.execute(s.instructions.insert().values(
-        id=new_id("sti"), business_date=business_date, kind="merchant_payout",
-        payer_id=institution, payee_id=due.merchant_id, amount=due.net, currency=due.currency,
-        value_date=value_date, reference=sid, status="instructed", created_at=now))
-    events.emit(conn, now, "settlement.instructed", due.merchant_id, {
-        "id": sid, "object": "settlement", "merchant_id": due.merchant_id,
-        "amount": due.net, "currency": due.currency, "business_date": business_date.isoformat(),
-        "value_date": value_date.isoformat(), "institution_id": institution})
+            done: list[tuple[_Plan, int, int]]) -> None:
+    """Settlement rows, payout instructions and events for the settled merchants, in bulk."""
+    if not done:
+        return
+    settled, instructed, emitted = [], [], []
+    for (due, sid, institution, _, _), entry_id, payout_id in done:
+        _, value_date = window(cfg, business_date, due.delay_days)
+        settled.append({
+            "id": sid, "merchant_id": due.merchant_id, "currency": due.currency,
+            "business_date": business_date, "value_date": value_date, "amount": due.net,
+            "from_seq": due.watermark + 1, "to_seq": due.bound, "institution_id": institution,
+            "entry_id": entry_id, "payout_entry_id": payout_id, "status": "instructed",
+            "created_at": now})
+        instructed.append({
+            "id": new_id("sti"), "business_date": business_date, "kind": "merchant_payout",
+            "payer_id": institution, "payee_id": due.merchant_id, "amount": due.net,
+            "currency": due.currency, "value_date": value_date, "reference": sid,
+            "status": "instructed", "created_at": now})
+        emitted.append({
+            "id": new_id("evt"), "type": "settlement.instructed",
+            "partition_key": due.merchant_id, "created_at": now,
+            "payload": orjson.dumps({
+                "id": sid, "object": "settlement", "merchant_id": due.merchant_id,
+                "amount": due.net, "currency": due.currency,
+                "business_date": business_date.isoformat(),
+                "value_date": value_date.isoformat(), "institution_id": institution}).decode()})
+    conn.execute(s.settlements.insert(), settled)
+    conn.execute(s.instructions.insert(), instructed)
+    # the outbox rows events.emit would write, one statement for the whole run
+    conn.execute(events.outbox.insert(), emitted)
 
 
 def _advance(conn: Connection, dues: list[_Due]) -> None:

@@ -98,10 +98,11 @@ def _statement(conn: Connection, cfg: ClearingConfig, acc: ledger.Account, day: 
                head: log.Head) -> AccountStatement:
     rows = conn.execute(text(
         "SELECT e.id, l.leaf_index, e.created_at, e.code, e.memo, e.key, p.amount, "
-        "p.balance_after, p.account_seq FROM clearing_log_leaves l "
-        "JOIN ledger_postings p ON p.entry_id = l.entry_id "
-        "JOIN ledger_entries e ON e.id = l.entry_id "
-        "WHERE l.leaf_index >= :start AND l.leaf_index < :end AND p.account_id = :acc "
+        "p.balance_after, p.account_seq FROM ledger_postings p "
+        # CROSS JOIN: SQLite walks the account's postings first (PostgreSQL plans as it likes)
+        "CROSS JOIN clearing_log_leaves l JOIN ledger_entries e ON e.id = p.entry_id "
+        "WHERE l.entry_id = p.entry_id AND p.account_id = :acc "
+        "AND l.leaf_index >= :start AND l.leaf_index < :end "
         "ORDER BY p.account_seq"),
         {"start": head.day_start_index, "end": head.tree_size, "acc": acc.id}).all()
     lines = tuple(Line(int(r[0]), int(r[1]), from_us(int(r[2])), r[3], r[4], r[5], int(r[6]),
