@@ -3,6 +3,7 @@ institutions with net debit caps, and a run that crashes and resumes settling ev
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -129,6 +130,18 @@ def test_a_crash_anywhere_resumes_and_settles_once(engine: Engine, tmp_path: Pat
     assert len(_rows(engine, "clearing_settlements")) == 2
     assert len([r for r in _rows(engine, "ledger_entries") if r["code"] == "payout"]) == 2
     assert len(_rows(engine, "clearing_log_heads")) == 1
+    w.invariants()
+
+
+def test_two_runs_racing_for_one_day_settle_once(engine: Engine, tmp_path: Path) -> None:
+    w = make_world(engine, tmp_path)
+    _day(w)
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: w.eod(DAY1), range(2)))
+    assert sorted(len(r.resumed) for r in reports)[0] < len(eod.STEPS)
+    assert len(_rows(engine, "clearing_settlements")) == 2
+    assert len(_rows(engine, "clearing_log_heads")) == 1
+    assert len([r for r in _rows(engine, "ledger_entries") if r["code"] == "payout"]) == 2
     w.invariants()
 
 

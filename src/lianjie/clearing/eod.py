@@ -18,6 +18,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError
 
 from lianjie.clearing import log, netting, settlement
 from lianjie.clearing import schema as s
@@ -94,7 +95,10 @@ def run_end_of_day(engine: Engine, business_date: date, *, clock: Clock | None =
                           f"business day {business_date} ends at {cfg.day_end(business_date)}",
                           "business_date")
     signer = signer or load_signer()
-    run_now(engine, lambda conn: _start(conn, clock.now(), business_date))
+    try:
+        run_now(engine, lambda conn: _start(conn, clock.now(), business_date))
+    except IntegrityError:
+        pass  # another run of this day started at the same instant; steps take turns below
     report = EodReport(business_date)
     for step in STEPS:
         fn = _step_fn(step, cfg, signer, business_date)
