@@ -149,6 +149,15 @@ def _database(arg: str, tmp: Path) -> Engine:
     return make_engine(f"{arg.rsplit('/', 1)[0]}/{name}")
 
 
+def _drop(admin_url: str, name: str) -> None:
+    from sqlalchemy import create_engine
+
+    admin = create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             v.check_inclusion(proof, v.check_head(proof["head"], key))
         full_us = (time.perf_counter() - t) / 200 * 1e6
         engine.dispose()
+        if engine.dialect.name == "postgresql":
+            _drop(args.database, engine.url.database or "")
     n = args.n
     per_tx_us = eod_s / max(n, 1) * 1e6
     out = {

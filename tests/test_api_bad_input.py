@@ -250,6 +250,10 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
     pending = api.merchant(approve=False)
     key = api.ok("POST", "/v1/api_keys", op, {"party_id": shop["id"]})
     bank = api.institution["id"]
+    api.ok("POST", "/v1/clearing/end_of_day", op, {"business_date": "2026-01-03"})
+    item = api.ok("POST", "/v1/clearing/reconciliations", op, {
+        "institution_id": bank, "business_date": "2026-01-03", "format": "csv",
+        "content": "reference,amount,currency,date\ntxf_998,1.00,CNY,2026-01-03\n"})["items"][0]
     return {
         "/v1/service_providers": ("/v1/service_providers", op, {"name": "SP"}),
         "/v1/merchants": ("/v1/merchants", sp["api_key"], {"name": "Shop"}),
@@ -282,6 +286,15 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
                                    {"institution_id": bank, "amount": 100}),
         "/v1/wallet/transfers": ("/v1/wallet/transfers", alice["api_key"],
                                  {"recipient_id": bob["id"], "amount": 100}),
+        # clearing
+        "/v1/clearing/end_of_day": ("/v1/clearing/end_of_day", op,
+                                    {"business_date": "2026-01-04"}),
+        "/v1/clearing/reconciliations": ("/v1/clearing/reconciliations", op, {
+            "institution_id": bank, "business_date": "2026-01-04", "format": "csv",
+            "content": "reference,amount,currency,date\ntxf_999,1.00,CNY,2026-01-04\n"}),
+        "/v1/clearing/reconciliation_items/{item_id}/resolve": (
+            f"/v1/clearing/reconciliation_items/{item['id']}/resolve", op, {"reason": "ok"}),
+        "/v1/receipts/verify": ("/v1/receipts/verify", op, {}),
     }
 
 

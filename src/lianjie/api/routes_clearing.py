@@ -18,6 +18,7 @@ from sqlalchemy import Connection, select
 from starlette.responses import Response
 
 from lianjie import clearing
+from lianjie.api import idempotency
 from lianjie.api.access import owner_visible, visible_order
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
@@ -66,8 +67,7 @@ async def end_of_day(body: EodIn, request: Request, rt: RT, p: Caller) -> Respon
     """Run or resume the end of a business day. Idempotent per day by construction: a rerun
     returns the finished day's report."""
     require_role(p, Role.OPERATOR)
-    if not request.headers.get("idempotency-key"):
-        raise DomainError(ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header")
+    idempotency.check_key(request.headers.get("idempotency-key"))
     cfg = _cfg(request)
     report = await anyio.to_thread.run_sync(lambda: clearing.run_end_of_day(
         rt.engine, body.business_date, clock=rt.clock, cfg=cfg))
@@ -186,12 +186,20 @@ async def receipt(order_id: str, rt: RT, p: Caller) -> Response:
 
 @router.post("/receipts/verify", tags=["clearing"])
 async def verify_receipt(request: Request, p: Caller) -> Response:
-    """Check a receipt against the platform's key. Changes nothing, so no Idempotency-Key."""
+    """Check a receipt against the platform's key. It changes nothing, but takes an
+    Idempotency-Key like every POST."""
+    idempotency.check_key(request.headers.get("idempotency-key"))
     try:
         doc = await request.json()
     except ValueError as exc:
         raise DomainError(ErrorCode.INVALID_JSON, "the body is not JSON") from exc
-    return json(receipts.check_receipt(doc, clearing.load_signer()))
+    try:
+        return json(receipts.check_receipt(doc, clearing.load_signer()))
+    except DomainError as exc:
+        if exc.code == ErrorCode.INVALID_REQUEST:  # not a receipt at all: a verdict, not 400
+            return json({"object": "receipt_verification", "ok": False,
+                         "code": "malformed", "message": exc.message})
+        raise
 
 
 def _institution(p: Principal, named: str | None) -> str:
