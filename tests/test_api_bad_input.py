@@ -295,6 +295,10 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
         "/v1/clearing/reconciliation_items/{item_id}/resolve": (
             f"/v1/clearing/reconciliation_items/{item['id']}/resolve", op, {"reason": "ok"}),
         "/v1/receipts/verify": ("/v1/receipts/verify", op, {}),
+        "/v1/clearing/merchant_terms/{merchant_id}": (
+            f"/v1/clearing/merchant_terms/{shop['id']}", op, {"delay_days": 0}),
+        "/v1/clearing/net_debit_caps/{institution_id}": (
+            f"/v1/clearing/net_debit_caps/{bank}", op, {"net_debit_cap": 100}),
     }
 
 

@@ -89,3 +89,24 @@ def test_partner_uploads_its_file_once(api: Api) -> None:
     assert [p["net"] for p in positions["positions"]] == [-500_00]
     assert api.ok("GET", f"/v1/clearing/reconciliations/{result['id']}",
                   bank["api_key"])["id"] == result["id"]
+
+
+def test_operator_sets_terms_and_caps(api: Api) -> None:
+    _, merchant, _ = _setup(api)
+    bank = api.institution
+    path = f"/v1/clearing/merchant_terms/{merchant['id']}"
+    api.refused(403, "forbidden", "POST", path, merchant["api_key"], {"delay_days": 0})  # type: ignore[arg-type]
+    api.refused(400, "invalid_request", "POST", path, api.operator_key, {"delay_days": 31},
+                param="delay_days")
+    api.refused(404, "party_not_found", "POST", path, api.operator_key,
+                {"delay_days": 0, "payout_institution_id": "ins_nobody"})
+    api.refused(400, "invalid_amount", "POST", f"/v1/clearing/net_debit_caps/{bank['id']}",
+                api.operator_key, {"net_debit_cap": -1})
+    assert api.ok("POST", path, api.operator_key, {"delay_days": 0})["delay_days"] == 0
+    api.ok("POST", f"/v1/clearing/net_debit_caps/{bank['id']}", api.operator_key,
+           {"net_debit_cap": 100_00})
+    api.clock.advance(timedelta(hours=17))
+    report = api.ok("POST", "/v1/clearing/end_of_day", api.operator_key, {"business_date": DAY})
+    assert report["steps"]["clear"]["cap_exceeded"] == [bank["id"]]  # owes 500.00, cap 100.00
+    settled = api.ok("GET", "/v1/clearing/settlements", api.operator_key)["data"]
+    assert [s["value_date"] for s in settled] == [DAY]  # T+0

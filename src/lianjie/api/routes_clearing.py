@@ -23,7 +23,7 @@ from lianjie.api.access import owner_visible, visible_order
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
 from lianjie.api.runtime import Runtime, current_runtime, json, require_role
-from lianjie.clearing import log, receipts, recon, statements
+from lianjie.clearing import log, receipts, recon, statements, terms
 from lianjie.clearing import schema as cs
 from lianjie.errors import DomainError, ErrorCode
 
@@ -55,6 +55,15 @@ class CorrectionIn(Body):
     debit_account_id: StrictInt
     credit_account_id: StrictInt
     amount: StrictInt
+
+
+class TermsIn(Body):
+    delay_days: StrictInt
+    payout_institution_id: str | None = None
+
+
+class CapIn(Body):
+    net_debit_cap: StrictInt
 
 
 class ResolveIn(Body):
@@ -250,5 +259,31 @@ async def resolve(item_id: str, body: ResolveIn, request: Request, rt: RT,
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         return 200, recon.do_resolve(conn, rt.clock.now(), item_id, body.reason,
                                      correction=correction)
+
+    return await rt.mutate(request, p, action)
+
+
+@router.post("/clearing/merchant_terms/{merchant_id}", tags=["clearing"])
+async def set_terms(merchant_id: str, body: TermsIn, request: Request, rt: RT,
+                    p: Caller) -> Response:
+    """A merchant's settlement delay (0: T+0, 1: T+1, ...) and the institution paying it."""
+    require_role(p, Role.OPERATOR)
+    cfg = _cfg(request)
+
+    def action(conn: Connection) -> tuple[int, dict[str, Any]]:
+        return 200, terms.do_set_settlement_terms(conn, rt.clock.now(), cfg, merchant_id,
+                                                  body.delay_days, body.payout_institution_id)
+
+    return await rt.mutate(request, p, action)
+
+
+@router.post("/clearing/net_debit_caps/{institution_id}", tags=["clearing"])
+async def set_cap(institution_id: str, body: CapIn, request: Request, rt: RT,
+                  p: Caller) -> Response:
+    require_role(p, Role.OPERATOR)
+
+    def action(conn: Connection) -> tuple[int, dict[str, Any]]:
+        return 200, terms.do_set_net_debit_cap(conn, rt.clock.now(), institution_id,
+                                               body.net_debit_cap)
 
     return await rt.mutate(request, p, action)

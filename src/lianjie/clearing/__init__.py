@@ -18,6 +18,7 @@ from lianjie.clearing.log import (
     verify_chain,
 )
 from lianjie.clearing.signing import Signer, load_signer
+from lianjie.clearing.terms import do_set_net_debit_cap, do_set_settlement_terms
 
 __all__ = [
     "STEPS",
@@ -27,6 +28,8 @@ __all__ = [
     "Head",
     "Signer",
     "consistency_proof",
+    "do_set_net_debit_cap",
+    "do_set_settlement_terms",
     "get_head",
     "heads",
     "inclusion_proof",
