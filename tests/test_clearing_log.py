@@ -192,3 +192,15 @@ def test_proofs_round_trip_for_any_tree(n: int, data: st.DataObject) -> None:
     if old < n:
         assert not merkle.verify_consistency(old, n, merkle.root(leaves[:old]),
                                              merkle.leaf_hash(b"y"), proof)
+
+
+def test_the_log_hashes_the_documented_canonical_bytes(engine: Engine, tmp_path: Path) -> None:
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    with engine.connect() as c:
+        for eid, data, _ in log.iter_canonical(c, 0, 10**6):
+            body = json.loads(data)
+            postings = body.pop("postings")
+            assert data == log.entry_bytes(body, postings)
+            assert [p[:2] for p in postings] == sorted(p[:2] for p in postings)
+            assert body["id"] == eid
