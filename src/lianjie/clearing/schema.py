@@ -93,8 +93,14 @@ settlements = Table(
     Column("payout_entry_id", BigInteger, nullable=False),
     Column("status", String(10), nullable=False),  # instructed
     Column("created_at", Timestamp, nullable=False),
+    # Where this settlement debited merchant_pending, and whether a later settlement has netted
+    # past that posting yet (0: not yet), so settlement finds the open ones without a scan.
+    Column("pending_account_id", BigInteger, nullable=False),
+    Column("pending_seq", BigInteger, nullable=False),
+    Column("netted", SmallInteger, nullable=False),
     UniqueConstraint("merchant_id", "currency", "business_date"),
     Index("ix_clearing_settlements_date", "business_date"),
+    Index("ix_clearing_settlements_netted", "netted", "pending_account_id"),
 )
 
 positions = Table(

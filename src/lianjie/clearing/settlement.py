@@ -95,13 +95,8 @@ def _first_late(conn: Connection, cut: datetime, codes: tuple[str, ...]) -> dict
 def _settled_before(conn: Connection) -> dict[int, list[tuple[int, int]]]:
     """Per pending account: (seq, amount) of earlier settlements' postings past the watermark."""
     rows = conn.execute(text(
-        "SELECT p.account_id, p.account_seq, p.amount FROM ledger_postings p "
-        "JOIN ledger_accounts a ON a.id = p.account_id "
-        "JOIN ledger_entries e ON e.id = p.entry_id "
-        "LEFT JOIN clearing_watermarks w ON w.account_id = p.account_id "
-        "WHERE a.purpose = :purpose AND e.code = :code "
-        "AND p.account_seq > COALESCE(w.settled_seq, 0)"),
-        {"purpose": Purpose.MERCHANT_PENDING.value, "code": SETTLEMENT_CODE})
+        "SELECT st.pending_account_id, st.pending_seq, -st.amount FROM clearing_settlements st "
+        "WHERE st.netted = 0"))
     out: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for a, seq, amount in rows:
         out[int(a)].append((int(seq), int(amount)))
@@ -246,6 +241,7 @@ def _record(conn: Connection, now: datetime, cfg: ClearingConfig, business_date:
     if not done:
         return
     settled, instructed, emitted = [], [], []
+    seqs = _pending_seqs(conn, [entry_id for _, entry_id, _ in done])
     for (due, sid, institution, _, _), entry_id, payout_id in done:
         _, value_date = window(cfg, business_date, due.delay_days)
         settled.append({
@@ -253,7 +249,8 @@ def _record(conn: Connection, now: datetime, cfg: ClearingConfig, business_date:
             "business_date": business_date, "value_date": value_date, "amount": due.net,
             "from_seq": due.watermark + 1, "to_seq": due.bound, "institution_id": institution,
             "entry_id": entry_id, "payout_entry_id": payout_id, "status": "instructed",
-            "created_at": now})
+            "created_at": now, "pending_account_id": due.account_id,
+            "pending_seq": seqs[entry_id], "netted": 0})
         instructed.append({
             "id": new_id("sti"), "business_date": business_date, "kind": "merchant_payout",
             "payer_id": institution, "payee_id": due.merchant_id, "amount": due.net,
@@ -273,9 +270,25 @@ def _record(conn: Connection, now: datetime, cfg: ClearingConfig, business_date:
     conn.execute(events.outbox.insert(), emitted)
 
 
+def _pending_seqs(conn: Connection, entry_ids: list[int]) -> dict[int, int]:
+    """The merchant_pending posting (leg 0, debit side) of each settlement entry."""
+    out: dict[int, int] = {}
+    for i in range(0, len(entry_ids), LOOKUP_CHUNK):
+        rows = conn.execute(text(
+            "SELECT entry_id, account_seq FROM ledger_postings WHERE entry_id IN :ids "
+            "AND leg_no = 0 AND side = 0").bindparams(bindparam("ids", expanding=True)),
+            {"ids": entry_ids[i:i + LOOKUP_CHUNK]})
+        out.update({int(e): int(q) for e, q in rows})
+    return out
+
+
 def _advance(conn: Connection, dues: list[_Due]) -> None:
     if not dues:
         return
+    # settlement postings the new watermarks pass are netted now
+    conn.execute(text("UPDATE clearing_settlements SET netted = 1 WHERE netted = 0 "
+                      "AND pending_account_id = :a AND pending_seq <= :b"),
+                 [{"a": d.account_id, "b": d.bound} for d in dues])
     ids = [d.account_id for d in dues]
     for i in range(0, len(ids), LOOKUP_CHUNK):
         conn.execute(s.watermarks.delete().where(

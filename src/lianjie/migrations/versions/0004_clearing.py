@@ -2,7 +2,7 @@
 
 Revision ID: 0004_clearing
 Revises: 0003
-Create Date: 2026-11-23 11:17:52.293499
+Create Date: 2026-11-23 11:50:22.259275
 """
 
 from collections.abc import Sequence
@@ -133,11 +133,15 @@ def upgrade() -> None:
     sa.Column('payout_entry_id', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('created_at', lianjie.db.Timestamp(), nullable=False),
+    sa.Column('pending_account_id', sa.BigInteger(), nullable=False),
+    sa.Column('pending_seq', sa.BigInteger(), nullable=False),
+    sa.Column('netted', sa.SmallInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_clearing_settlements')),
     sa.UniqueConstraint('merchant_id', 'currency', 'business_date', name=op.f('uq_clearing_settlements_merchant_id_currency_business_date'))
     )
     with op.batch_alter_table('clearing_settlements', schema=None) as batch_op:
         batch_op.create_index('ix_clearing_settlements_date', ['business_date'], unique=False)
+        batch_op.create_index('ix_clearing_settlements_netted', ['netted', 'pending_account_id'], unique=False)
 
     op.create_table('clearing_steps',
     sa.Column('business_date', sa.Date(), nullable=False),
@@ -167,6 +171,7 @@ def downgrade() -> None:
     op.drop_table('clearing_terms')
     op.drop_table('clearing_steps')
     with op.batch_alter_table('clearing_settlements', schema=None) as batch_op:
+        batch_op.drop_index('ix_clearing_settlements_netted')
         batch_op.drop_index('ix_clearing_settlements_date')
 
     op.drop_table('clearing_settlements')
