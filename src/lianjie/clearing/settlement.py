@@ -104,15 +104,26 @@ def _settled_before(conn: Connection) -> dict[int, list[tuple[int, int]]]:
 
 
 def _balances(conn: Connection, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    out: dict[tuple[int, int], int] = {}
+    """``balance_after`` of each (account, seq): one index probe each, through the driver on
+    SQLite (no round trip), one join against unnested arrays on PostgreSQL."""
     wanted = sorted({p for p in pairs if p[1] > 0})
-    for i in range(0, len(wanted), LOOKUP_CHUNK):
-        chunk = wanted[i:i + LOOKUP_CHUNK]
-        values = ", ".join(f"({int(a)}, {int(q)})" for a, q in chunk)  # ints only
+    if not wanted:
+        return {}
+    if conn.dialect.name == "postgresql":
         rows = conn.execute(text(
-            "SELECT account_id, account_seq, balance_after FROM ledger_postings "
-            f"WHERE (account_id, account_seq) IN ({values})"))
-        out.update({(int(a), int(q)): int(b) for a, q, b in rows})
+            "SELECT p.account_id, p.account_seq, p.balance_after FROM ledger_postings p "
+            "JOIN unnest(CAST(:a AS BIGINT[]), CAST(:q AS BIGINT[])) AS w(a, q) "
+            "ON p.account_id = w.a AND p.account_seq = w.q"),
+            {"a": [a for a, _ in wanted], "q": [q for _, q in wanted]})
+        return {(int(a), int(q)): int(b) for a, q, b in rows}
+    cur = conn.connection.cursor()
+    out: dict[tuple[int, int], int] = {}
+    for a, q in wanted:
+        cur.execute("SELECT balance_after FROM ledger_postings WHERE account_id = ? "
+                    "AND account_seq = ?", (a, q))
+        row = cur.fetchone()
+        assert row is not None, f"account {a} has no posting {q}"
+        out[(a, q)] = int(row[0])
     return out
 
 
@@ -251,13 +262,14 @@ def _record(conn: Connection, now: datetime, cfg: ClearingConfig, business_date:
             "entry_id": entry_id, "payout_entry_id": payout_id, "status": "instructed",
             "created_at": now, "pending_account_id": due.account_id,
             "pending_seq": seqs[entry_id], "netted": 0})
+        suffix = sid.removeprefix("stl_")  # one random id per settlement; the rest derive
         instructed.append({
-            "id": new_id("sti"), "business_date": business_date, "kind": "merchant_payout",
+            "id": f"sti_{suffix}", "business_date": business_date, "kind": "merchant_payout",
             "payer_id": institution, "payee_id": due.merchant_id, "amount": due.net,
             "currency": due.currency, "value_date": value_date, "reference": sid,
             "status": "instructed", "created_at": now})
         emitted.append({
-            "id": new_id("evt"), "type": "settlement.instructed",
+            "id": f"evt_{suffix}", "type": "settlement.instructed",
             "partition_key": due.merchant_id, "created_at": now,
             "payload": orjson.dumps({
                 "id": sid, "object": "settlement", "merchant_id": due.merchant_id,
