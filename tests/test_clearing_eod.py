@@ -74,6 +74,9 @@ def test_t1_settles_net_of_fees_and_refunds_and_clears(engine: Engine, tmp_path:
             if r["business_date"] == DAY1 + timedelta(days=1)]
     assert pos2[0]["credits"] == sum(r["amount"] for r in settled.values())
     assert w.balance(m0, Purpose.MERCHANT_PENDING) == 0
+    with pytest.raises(DomainError) as err:
+        w.eod(DAY1 - timedelta(days=1))  # days close in order
+    assert err.value.code == ErrorCode.DAY_ALREADY_SEALED
     w.invariants()
 
 

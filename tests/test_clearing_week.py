@@ -83,6 +83,19 @@ def test_a_simulated_week_settles_and_clears(engine: Engine, tmp_path: Path,
     url = str(engine.url.render_as_string(hide_password=False))
     url = url.replace("postgresql+psycopg://", "postgresql://")
     assert main(["--database", url, "verify-chain"]) == 0
+    assert main(["--database", url, "eod", "--date", START.isoformat()]) == 0  # done: a no-op
+    with engine.connect() as c:
+        bank = c.execute(text("SELECT id FROM parties WHERE kind = 'institution' ORDER BY id")
+                         ).scalars().first()
+    out = tmp_path / "statement.xml"
+    assert main(["--database", url, "statement", str(bank), START.isoformat(), "--format",
+                 "camt053", "--out", str(out)]) == 0
+    args = ["--database", url, "reconcile", str(bank), START.isoformat(), str(out),
+            "--format", "camt053"]
+    assert main(args) == 0
+    assert main(args) == 2  # the same file again: duplicate_file, nothing imported
+    with engine.connect() as c:
+        assert c.execute(select(s.recon_imports.c.summary)).scalars().all() != []
     with engine.begin() as c:
         eid = c.execute(text("SELECT entry_id FROM clearing_log_leaves WHERE leaf_index = 7")
                         ).scalar_one()

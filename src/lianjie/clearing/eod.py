@@ -95,6 +95,13 @@ def run_end_of_day(engine: Engine, business_date: date, *, clock: Clock | None =
                           f"business day {business_date} ends at {cfg.day_end(business_date)}",
                           "business_date")
     signer = signer or load_signer()
+    with engine.connect() as conn:
+        latest = log.latest_head(conn)
+        sealed = log.get_head(conn, business_date)
+    if latest is not None and latest.business_date > business_date and sealed is None:
+        raise DomainError(ErrorCode.DAY_ALREADY_SEALED,
+                          f"{latest.business_date} is sealed; days close in order",
+                          "business_date")
     try:
         run_now(engine, lambda conn: _start(conn, clock.now(), business_date))
     except IntegrityError:
