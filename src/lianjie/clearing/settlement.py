@@ -7,7 +7,8 @@ merchant, T+1 by default), moves the net to ``merchant_available`` and from ther
 institution's settlement account, in linked ledger entries keyed per (merchant, currency,
 business date), and records a payout instruction. The net of a range is read from two
 ``balance_after`` lookups, not by summing postings; postings of earlier settlements inside the
-range are added back, since they already paid out money that came before.
+range are added back, since they already paid out money that came before (a settlement row is
+``netted`` once a watermark passes its posting, so the open ones are found without a scan).
 
 Postings dated after the cut-off normally wait for the next day; entries whose code is in
 ``eod_codes`` (loan repayments from receipts, posted by end of day before settlement) count
