@@ -252,6 +252,10 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
     key = api.ok("POST", "/v1/api_keys", op, {"party_id": shop["id"]})
     bank = api.institution["id"]
     case = _review_case(api, shop, bob)
+    api.ok("POST", "/v1/clearing/end_of_day", op, {"business_date": "2026-01-03"})
+    item = api.ok("POST", "/v1/clearing/reconciliations", op, {
+        "institution_id": bank, "business_date": "2026-01-03", "format": "csv",
+        "content": "reference,amount,currency,date\ntxf_998,1.00,CNY,2026-01-03\n"})["items"][0]
     return {
         "/v1/service_providers": ("/v1/service_providers", op, {"name": "SP"}),
         "/v1/merchants": ("/v1/merchants", sp["api_key"], {"name": "Shop"}),
@@ -296,6 +300,19 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
                                                       {}),
         "/v1/risk/models/train": ("/v1/risk/models/train", op, {"csv": _LABELLED_CSV}),
         "/v1/risk/backtests": ("/v1/risk/backtests", op, {}),
+        # clearing
+        "/v1/clearing/end_of_day": ("/v1/clearing/end_of_day", op,
+                                    {"business_date": "2026-01-04"}),
+        "/v1/clearing/reconciliations": ("/v1/clearing/reconciliations", op, {
+            "institution_id": bank, "business_date": "2026-01-04", "format": "csv",
+            "content": "reference,amount,currency,date\ntxf_999,1.00,CNY,2026-01-04\n"}),
+        "/v1/clearing/reconciliation_items/{item_id}/resolve": (
+            f"/v1/clearing/reconciliation_items/{item['id']}/resolve", op, {"reason": "ok"}),
+        "/v1/receipts/verify": ("/v1/receipts/verify", op, {}),
+        "/v1/clearing/merchant_terms/{merchant_id}": (
+            f"/v1/clearing/merchant_terms/{shop['id']}", op, {"delay_days": 0}),
+        "/v1/clearing/net_debit_caps/{institution_id}": (
+            f"/v1/clearing/net_debit_caps/{bank}", op, {"net_debit_cap": 100}),
     }
 
 

@@ -27,6 +27,7 @@ from typing import Literal
 from sqlalchemy import Connection, Engine, select
 
 from lianjie import ledger
+from lianjie.clearing import cli as clearing_cli
 from lianjie.committer import run_now
 from lianjie.db import default_database_url, make_engine, migrate
 from lianjie.errors import ConfigError, LianjieError
@@ -236,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     from lianjie.marketing.cli import add_commands as add_marketing_commands
     add_marketing_commands(sub)
     risk_cli.add_commands(sub)
+    clearing_cli.add_commands(sub)
     return parser
 
 

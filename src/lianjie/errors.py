@@ -108,6 +108,15 @@ class ErrorCode(StrEnum):
     RISK_CASE_NOT_FOUND = "risk_case_not_found"
     RISK_CASE_CLAIMED = "risk_case_claimed"
     RISK_CASE_CLOSED = "risk_case_closed"
+    # clearing
+    BUSINESS_DAY_NOT_OVER = "business_day_not_over"
+    DAY_ALREADY_SEALED = "day_already_sealed"
+    NOT_LOGGED_YET = "not_logged_yet"
+    INVALID_FILE = "invalid_file"
+    DUPLICATE_FILE = "duplicate_file"
+    RECON_ITEM_NOT_FOUND = "recon_item_not_found"
+    INVALID_PROOF = "invalid_proof"
+    INVALID_SIGNATURE = "invalid_signature"
 
 
 class LianjieError(Exception):

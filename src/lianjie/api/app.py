@@ -14,7 +14,14 @@ from sqlalchemy import Engine
 from starlette.responses import RedirectResponse, Response
 
 import lianjie
-from lianjie.api import errors, routes_marketing, routes_parties, routes_payments, routes_risk
+from lianjie.api import (
+    errors,
+    routes_clearing,
+    routes_marketing,
+    routes_parties,
+    routes_payments,
+    routes_risk,
+)
 from lianjie.api.background import Background
 from lianjie.api.keys import KeyCache
 from lianjie.api.runtime import Runtime, json
@@ -52,6 +59,7 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     app.include_router(routes_payments.router)
     app.include_router(routes_marketing.router)
     app.include_router(routes_risk.router)
+    app.include_router(routes_clearing.router)
 
     from lianjie.console import mount as mount_console  # the console imports the runtime
 

@@ -38,6 +38,9 @@ _STATUS: dict[ErrorCode, int] = {
     # risk
     E.RISK_DECLINED: 402, E.RISK_REVIEW_PENDING: 409, E.RISK_CASE_NOT_FOUND: 404,
     E.RISK_CASE_CLAIMED: 409, E.RISK_CASE_CLOSED: 409,
+    # clearing
+    E.BUSINESS_DAY_NOT_OVER: 409, E.DAY_ALREADY_SEALED: 409, E.NOT_LOGGED_YET: 409,
+    E.DUPLICATE_FILE: 409, E.RECON_ITEM_NOT_FOUND: 404,
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",

@@ -1,0 +1,393 @@
+"""The tamper-evident log: every ledger entry, in id order, as a leaf of one append-only Merkle
+log, with a signed tree head per business day chained to the previous day's root.
+
+A leaf is SHA-256(0x00 || canonical bytes of the entry and its postings); canonical bytes are
+sorted-key compact JSON (``entry_bytes``), which the stand-alone verifier parses back to compare
+a statement line with what was signed. The log stores each leaf hash and every complete subtree
+hash (``clearing_log_nodes``), so an inclusion or consistency proof is O(log n) lookups instead
+of a pass over the day.
+
+Appending takes the entries not yet logged whose ``created_at`` is before the day's cut-off; an
+entry that commits late (after a day was signed) is logged with the next day rather than lost.
+``verify_chain`` recomputes every leaf from the ledger and names entries edited, deleted or
+inserted after the fact, then recomputes every day's root, chain link and signature.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Connection, select, text
+
+from lianjie.clearing import merkle
+from lianjie.clearing import schema as s
+from lianjie.clearing.signing import Signer
+from lianjie.clock import to_us
+from lianjie.errors import DomainError, ErrorCode
+
+ZERO_HASH = b"\x00" * 32
+READ_BATCH_ENTRIES = 20_000
+NODE_LOOKUPS_MAX = 4096
+
+
+def entry_bytes(entry: dict[str, Any], postings: list[list[int]]) -> bytes:
+    """Canonical bytes of an entry: compact JSON with sorted keys; postings sorted."""
+    body = dict(entry)
+    body["postings"] = sorted(postings)
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+_ENTRIES_SQL = (
+    "SELECT e.id, e.key, e.kind, e.code, e.pending_id, e.reverses_id, e.memo, e.created_at "
+    "FROM ledger_entries e WHERE e.id > :after AND e.id <= :upto {extra} ORDER BY e.id "
+    "LIMIT :n")
+_POSTINGS_SQL = (
+    "SELECT entry_id, leg_no, side, account_id, account_seq, amount, balance_after "
+    "FROM ledger_postings WHERE entry_id >= :lo AND entry_id <= :hi "
+    "ORDER BY entry_id, leg_no, side")
+
+
+def _raw(conn: Connection, sql: str) -> tuple[Any, str]:
+    """A DB-API cursor in the connection's transaction, and ``sql`` in its parameter style.
+
+    The log reads and writes every entry of the day: SQLAlchemy's per-row result objects cost
+    more than the hashing, so this hot path talks to the driver directly."""
+    cur = conn.connection.cursor()
+    if conn.dialect.name == "postgresql":
+        sql = re.sub(r":(\w+)", r"%(\1)s", sql)
+    return cur, sql
+
+
+def iter_canonical(conn: Connection, after_id: int, upto_id: int, extra: str = "",
+                   params: dict[str, Any] | None = None) -> Iterator[tuple[int, bytes, int]]:
+    """(entry id, canonical bytes, created_at µs) for entries in (after_id, upto_id], id order,
+    read in keyset pages."""
+    lo = after_id
+    entries_cur, entries_sql = _raw(conn, _ENTRIES_SQL.format(extra=extra))
+    postings_cur, postings_sql = _raw(conn, _POSTINGS_SQL)
+    while True:
+        entries_cur.execute(entries_sql, {"after": lo, "upto": upto_id,
+                                          "n": READ_BATCH_ENTRIES, **(params or {})})
+        heads = entries_cur.fetchall()
+        if not heads:
+            return
+        legs: dict[int, list[tuple[int, ...]]] = {}
+        postings_cur.execute(postings_sql, {"lo": heads[0][0], "hi": heads[-1][0]})
+        for p in postings_cur.fetchall():
+            legs.setdefault(p[0], []).append(p[1:])
+        dumps = orjson.dumps
+        for r in heads:
+            # entry_bytes, unrolled for the hot path: keys written in sorted order, postings
+            # already sorted by the query (leg_no, side)
+            yield r[0], dumps({"code": r[3], "created_at_us": r[7], "id": r[0], "key": r[1],
+                               "kind": r[2], "memo": r[6], "pending_id": r[4],
+                               "postings": legs.get(r[0], []), "reverses_id": r[5]}), r[7]
+        if len(heads) < READ_BATCH_ENTRIES:
+            return
+        lo = heads[-1][0]
+
+
+def _insert_many(conn: Connection, table: str, cols: tuple[str, ...],
+                 rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    marks = ", ".join(f":{c}" for c in cols)
+    cur, sql = _raw(conn, f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})")
+    if conn.dialect.name == "sqlite":
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+        cur.executemany(sql, rows)
+        return
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row(r)
+
+
+def tree_size(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT COUNT(*) FROM clearing_log_leaves")).scalar_one())
+
+
+def _last_logged_entry(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT COALESCE(MAX(entry_id), 0) FROM clearing_log_leaves"))
+               .scalar_one())
+
+
+def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
+    """Append every unlogged entry created before ``cutoff``; (old size, new size)."""
+    old = tree_size(conn)
+    last = _last_logged_entry(conn)
+    top = int(conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one())
+    cut = to_us(cutoff)
+    hashes: list[bytes] = []
+    rows: list[tuple[int, int, bytes]] = []
+    # stragglers: entries below the last logged id that committed after it was logged
+    stragglers = conn.execute(text(
+        "SELECT e.id FROM ledger_entries e LEFT JOIN clearing_log_leaves l ON l.entry_id = e.id "
+        "WHERE e.id <= :last AND l.entry_id IS NULL AND e.created_at < :cut ORDER BY e.id"),
+        {"last": last, "cut": cut}).scalars().all()
+    for entry_id in stragglers:
+        for eid, data, _ in iter_canonical(conn, entry_id - 1, entry_id):
+            hashes.append(merkle.leaf_hash(data))
+            rows.append((old + len(rows), eid, hashes[-1]))
+    for eid, data, _ in iter_canonical(conn, last, top, "AND e.created_at < :cut", {"cut": cut}):
+        hashes.append(merkle.leaf_hash(data))
+        rows.append((old + len(rows), eid, hashes[-1]))
+    _insert_many(conn, "clearing_log_leaves", ("leaf_index", "entry_id", "leaf_hash"), rows)
+    _store_nodes(conn, old, hashes)
+    return old, old + len(rows)
+
+
+def _store_nodes(conn: Connection, old: int, new_leaves: list[bytes]) -> None:
+    """Store each complete subtree that the new leaves finish, level by level."""
+    new = old + len(new_leaves)
+    below, below_start = new_leaves, old  # the level below: its new nodes and where they start
+    level = 1
+    while True:
+        first, last = old >> level, new >> level  # this level's newly complete nodes
+        if first >= last:
+            return
+        nodes = [merkle.node_hash(_child(conn, level - 1, 2 * j, below, below_start),
+                                  _child(conn, level - 1, 2 * j + 1, below, below_start))
+                 for j in range(first, last)]
+        _insert_many(conn, "clearing_log_nodes", ("level", "node_index", "hash"),
+                     [(level, first + i, h) for i, h in enumerate(nodes)])
+        below, below_start = nodes, first
+        level += 1
+
+
+def _child(conn: Connection, level: int, index: int, fresh: list[bytes], start: int) -> bytes:
+    if index >= start:
+        return fresh[index - start]
+    return _stored(conn, level, index)
+
+
+def _stored(conn: Connection, level: int, index: int) -> bytes:
+    if level == 0:
+        found = conn.execute(select(s.log_leaves.c.leaf_hash)
+                             .where(s.log_leaves.c.leaf_index == index)).scalar_one()
+    else:
+        found = conn.execute(select(s.log_nodes.c.hash).where(
+            s.log_nodes.c.level == level, s.log_nodes.c.node_index == index)).scalar_one()
+    return bytes(found)
+
+
+def stored_subtree(conn: Connection) -> merkle.Subtree:
+    """``subtree(a, b)`` over the stored log, from complete subtree hashes."""
+    cache: dict[tuple[int, int], bytes] = {}
+
+    def subtree(a: int, b: int) -> bytes:
+        n = b - a
+        assert n >= 1
+        if n & (n - 1) == 0 and a % n == 0:
+            level = n.bit_length() - 1
+            key = (level, a >> level)
+            if key not in cache:
+                assert len(cache) < NODE_LOOKUPS_MAX
+                cache[key] = _stored(conn, *key)
+            return cache[key]
+        k = merkle.split(n)
+        return merkle.node_hash(subtree(a, a + k), subtree(a + k, b))
+
+    return subtree
+
+
+def log_root(conn: Connection, size: int) -> bytes:
+    return merkle.EMPTY_ROOT if size == 0 else stored_subtree(conn)(0, size)
+
+
+# -- signed heads -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    business_date: date
+    tree_size: int
+    day_start_index: int
+    root_hash: bytes
+    prev_root_hash: bytes
+    signed_body: str
+    signature: bytes
+    key_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"object": "signed_tree_head", "body": self.signed_body,
+                "signature": self.signature.hex(), "key_id": self.key_id}
+
+
+def head_body(business_date: date, size: int, start: int, root_hash: bytes, prev: bytes,
+              key_id: str, now: datetime, cutoff: datetime) -> str:
+    return json.dumps({"business_date": business_date.isoformat(), "day_start_index": start,
+                       "cutoff_us": to_us(cutoff),
+                       "key_id": key_id, "prev_root_hash": prev.hex(),
+                       "root_hash": root_hash.hex(), "timestamp_us": to_us(now),
+                       "tree_size": size}, sort_keys=True, separators=(",", ":"))
+
+
+def get_head(conn: Connection, business_date: date) -> Head | None:
+    r = conn.execute(select(s.log_heads).where(s.log_heads.c.business_date == business_date)
+                     ).first()
+    return None if r is None else _head(r)
+
+
+def _head(r: Any) -> Head:
+    return Head(r.business_date, r.tree_size, r.day_start_index, bytes(r.root_hash),
+                bytes(r.prev_root_hash), r.signed_body, bytes(r.signature), r.key_id)
+
+
+def heads(conn: Connection) -> list[Head]:
+    return [_head(r) for r in conn.execute(select(s.log_heads)
+                                           .order_by(s.log_heads.c.business_date))]
+
+
+def latest_head(conn: Connection) -> Head | None:
+    r = conn.execute(select(s.log_heads).order_by(s.log_heads.c.business_date.desc()).limit(1)
+                     ).first()
+    return None if r is None else _head(r)
+
+
+def seal_day(conn: Connection, now: datetime, business_date: date, cutoff: datetime,
+             signer: Signer) -> Head:
+    """Append the day's entries and sign its head; a day already sealed is returned as is."""
+    found = get_head(conn, business_date)
+    if found is not None:
+        return found
+    prev = latest_head(conn)
+    if prev is not None and prev.business_date > business_date:
+        raise DomainError(ErrorCode.DAY_ALREADY_SEALED,
+                          f"a later day ({prev.business_date}) is already sealed", "business_date")
+    start, size = append_until(conn, cutoff)
+    root_hash = log_root(conn, size)
+    prev_root = ZERO_HASH if prev is None else prev.root_hash
+    body = head_body(business_date, size, start, root_hash, prev_root, signer.key_id, now,
+                     cutoff)
+    signature = signer.sign(body.encode())
+    conn.execute(s.log_heads.insert().values(
+        business_date=business_date, tree_size=size, day_start_index=start, root_hash=root_hash,
+        prev_root_hash=prev_root, signed_body=body, signature=signature, key_id=signer.key_id,
+        created_at=now))
+    found = get_head(conn, business_date)
+    assert found is not None
+    return found
+
+
+# -- proofs -------------------------------------------------------------------------------------
+
+def leaf_of_entry(conn: Connection, entry_id: int) -> tuple[int, bytes] | None:
+    r = conn.execute(select(s.log_leaves.c.leaf_index, s.log_leaves.c.leaf_hash)
+                     .where(s.log_leaves.c.entry_id == entry_id)).first()
+    return None if r is None else (int(r[0]), bytes(r[1]))
+
+
+def canonical_entry(conn: Connection, entry_id: int) -> bytes | None:
+    for _, data, _ in iter_canonical(conn, entry_id - 1, entry_id):
+        return data
+    return None
+
+
+def head_covering(conn: Connection, leaf_index: int) -> Head | None:
+    r = conn.execute(select(s.log_heads).where(s.log_heads.c.tree_size > leaf_index)
+                     .order_by(s.log_heads.c.tree_size).limit(1)).first()
+    return None if r is None else _head(r)
+
+
+def inclusion_proof(conn: Connection, entry_id: int, head: Head | None = None
+                    ) -> dict[str, Any] | None:
+    """The entry's canonical bytes, leaf index and audit path to ``head`` (default: the first
+    signed head that covers it); None when the entry is not logged under a signed head yet."""
+    leaf = leaf_of_entry(conn, entry_id)
+    if leaf is None:
+        return None
+    index, _ = leaf
+    head = head or head_covering(conn, index)
+    if head is None or head.tree_size <= index:
+        return None
+    data = canonical_entry(conn, entry_id)
+    assert data is not None
+    path = merkle.inclusion_path(stored_subtree(conn), index, head.tree_size)
+    return {"object": "inclusion_proof", "entry": data.decode(), "leaf_index": index,
+            "tree_size": head.tree_size, "audit_path": [p.hex() for p in path],
+            "head": head.as_json()}
+
+
+def consistency_proof(conn: Connection, old: Head, new: Head) -> dict[str, Any]:
+    path = merkle.consistency_path(stored_subtree(conn), old.tree_size, new.tree_size) \
+        if old.tree_size else []
+    return {"object": "consistency_proof", "old_head": old.as_json(), "new_head": new.as_json(),
+            "path": [p.hex() for p in path]}
+
+
+# -- verify-chain -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str  # entry_edited, entry_deleted, entry_inserted, root_mismatch, ...
+    subject: str
+    detail: str
+
+
+def verify_chain(conn: Connection, public_key: Ed25519PublicKey) -> list[Finding]:
+    """Recompute the log from the ledger; every difference is a finding."""
+    findings: list[Finding] = []
+    stored = {int(r[0]): (int(r[1]), bytes(r[2])) for r in conn.execute(text(
+        "SELECT entry_id, leaf_index, leaf_hash FROM clearing_log_leaves"))}
+    size = len(stored)
+    recomputed: list[bytes] = [b""] * size
+    top = int(conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one())
+    all_heads = heads(conn)
+    sealed_until = to_us_head(all_heads[-1]) if all_heads else None
+    seen: set[int] = set()
+    for eid, data, created in iter_canonical(conn, 0, top):
+        leaf = merkle.leaf_hash(data)
+        if eid in stored:
+            seen.add(eid)
+            index, old = stored[eid]
+            recomputed[index] = leaf
+            if leaf != old:
+                findings.append(Finding("entry_edited", f"txf_{eid}",
+                                        f"leaf {index} no longer matches the entry"))
+        elif sealed_until is not None and created < sealed_until:
+            findings.append(Finding("entry_inserted", f"txf_{eid}",
+                                    "entry dated inside a sealed day but absent from the log"))
+    for eid, (index, old) in stored.items():
+        if eid not in seen:
+            findings.append(Finding("entry_deleted", f"txf_{eid}", f"leaf {index} has no entry"))
+            recomputed[index] = old
+    findings.extend(_check_heads(all_heads, recomputed, public_key))
+    return findings
+
+
+def to_us_head(head: Head) -> int:
+    """The cut-off the head was sealed at (entries before it are in the log)."""
+    return int(json.loads(head.signed_body)["cutoff_us"])
+
+
+def _check_heads(all_heads: list[Head], leaves: list[bytes], public_key: Ed25519PublicKey
+                 ) -> list[Finding]:
+    findings: list[Finding] = []
+    prev = ZERO_HASH
+    for h in all_heads:
+        subject = f"head {h.business_date.isoformat()}"
+        try:
+            public_key.verify(h.signature, h.signed_body.encode())
+        except InvalidSignature:
+            findings.append(Finding("bad_signature", subject, "signature does not verify"))
+        body = json.loads(h.signed_body)
+        if body["root_hash"] != h.root_hash.hex() or body["tree_size"] != h.tree_size:
+            findings.append(Finding("head_edited", subject, "stored head differs from signed"))
+        if bytes.fromhex(body["prev_root_hash"]) != prev:
+            findings.append(Finding("chain_broken", subject, "previous root does not match"))
+        if h.tree_size > len(leaves) or _root(leaves, h.tree_size) != h.root_hash:
+            findings.append(Finding("root_mismatch", subject,
+                                    "the ledger no longer hashes to the signed root"))
+        prev = bytes.fromhex(body["root_hash"])
+    return findings
+
+
+def _root(leaves: list[bytes], size: int) -> bytes:
+    return merkle.root(leaves[:size])

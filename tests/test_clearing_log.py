@@ -1,0 +1,206 @@
+"""The signed Merkle log: heads chained and signed, inclusion and consistency proofs checked by
+the stand-alone verifier, and ``verify_chain`` naming every entry edited, deleted or inserted
+behind the ledger's back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, Engine, text
+from tests.clearing_helpers import DAY1, World, make_world
+
+from lianjie.clearing import ClearingConfig, log, merkle, statements, verify
+from lianjie.clearing.verify import VerifyError
+
+
+def _two_days(w: World) -> None:
+    w.at(DAY1, 9)
+    for c in w.consumers:
+        w.top_up(c, 100_00)
+    w.at(DAY1, 12)
+    w.pay(w.consumers[0], w.merchants[0], 12_34)
+    w.at(DAY1 + timedelta(days=1), 1)
+    w.eod(DAY1)
+    w.at(DAY1 + timedelta(days=1), 10)
+    w.pay(w.consumers[1], w.merchants[1], 5_00)
+    w.withdraw(w.consumers[2], 20_00)
+    w.at(DAY1 + timedelta(days=2), 1)
+    w.eod(DAY1 + timedelta(days=1))
+
+
+def _key(w: World) -> verify.Ed25519PublicKey:
+    return verify.load_public_key(w.signer.public_pem)
+
+
+def test_heads_chain_and_every_entry_proves(engine: Engine, tmp_path: Path) -> None:
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    key = _key(w)
+    with engine.connect() as c:
+        first, second = log.heads(c)
+        assert first.prev_root_hash == log.ZERO_HASH
+        assert second.prev_root_hash == first.root_hash
+        assert second.day_start_index == first.tree_size
+        entry_ids = [r[0] for r in c.execute(text("SELECT id FROM ledger_entries"))]
+        assert log.tree_size(c) == len(entry_ids) - 2  # the last run's settlement waits
+        for eid in entry_ids[:8]:
+            proof = log.inclusion_proof(c, eid)
+            if proof is None:
+                continue
+            body = verify.check_head(proof["head"], key)
+            assert verify.check_inclusion(proof, body)["id"] == eid
+        doc = log.consistency_proof(c, first, second)
+    assert verify.verify_document(doc, key)["ok"]
+    # tampering with the proof or the signature is refused with a code
+    bad = json.loads(json.dumps(doc))
+    bad["path"][0] = "00" * 32
+    with pytest.raises(VerifyError) as err:
+        verify.verify_document(bad, key)
+    assert err.value.code == "invalid_proof"
+    bad = json.loads(json.dumps(doc))
+    bad["new_head"]["body"] = bad["new_head"]["body"].replace('"tree_size":', '"tree_size":1')
+    with pytest.raises(VerifyError) as err:
+        verify.verify_document(bad, key)
+    assert err.value.code == "invalid_signature"
+
+
+def _without_triggers(c: Connection, edit: Callable[[], object]) -> None:
+    """As an attacker with DDL rights: the immutability triggers out of the way."""
+    if c.dialect.name == "postgresql":
+        for table in ("ledger_entries", "ledger_postings"):
+            c.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {table}_immutable"))
+        edit()
+        for table in ("ledger_entries", "ledger_postings"):
+            c.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER {table}_immutable"))
+        return
+    rows = c.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                          "AND name LIKE 'ledger_%'")).all()
+    for name, _ in rows:
+        c.execute(text(f"DROP TRIGGER {name}"))
+    edit()
+    for _, sql in rows:
+        c.execute(text(sql))
+
+
+def test_verify_chain_names_edited_deleted_and_inserted_entries(engine: Engine,
+                                                                tmp_path: Path) -> None:
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    key = _key(w)
+    with engine.connect() as c:
+        assert log.verify_chain(c, key) == []
+        ids = [r[0] for r in c.execute(text(
+            "SELECT entry_id FROM clearing_log_leaves ORDER BY leaf_index"))]
+    edited, deleted = ids[2], ids[4]
+
+    def tamper(c: Connection) -> None:
+        c.execute(text("UPDATE ledger_postings SET amount = amount + 100 "
+                       "WHERE entry_id = :e AND side = 1 AND leg_no = 0"), {"e": edited})
+        c.execute(text("DELETE FROM ledger_postings WHERE entry_id = :e"), {"e": deleted})
+        c.execute(text("DELETE FROM ledger_entries WHERE id = :e"), {"e": deleted})
+        c.execute(text(
+            "INSERT INTO ledger_entries (id, key, kind, code, fingerprint, created_at) "
+            "VALUES (:id, 'forged', 0, 'payment', :fp, :at)"),
+            {"id": 10**9, "fp": b"\x00" * 16, "at": 1_772_409_600_000_000})  # 2026-03-02
+
+    with engine.begin() as c:
+        _without_triggers(c, lambda: tamper(c))
+    with engine.connect() as c:
+        found = {(f.code, f.subject) for f in log.verify_chain(c, key)}
+    assert ("entry_edited", f"txf_{edited}") in found
+    assert ("entry_deleted", f"txf_{deleted}") in found
+    assert ("entry_inserted", f"txf_{10**9}") in found
+    assert {"root_mismatch"} <= {code for code, _ in found}
+    assert {code for code, _ in found} <= {"entry_edited", "entry_deleted", "entry_inserted",
+                                          "root_mismatch"}
+
+
+def test_a_forged_head_signature_is_named(engine: Engine, tmp_path: Path) -> None:
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    with engine.begin() as c:
+        c.execute(text("UPDATE clearing_log_heads SET signature = :s WHERE business_date = "
+                       "(SELECT MIN(business_date) FROM clearing_log_heads)"),
+                  {"s": b"\x01" * 64})
+    with engine.connect() as c:
+        found = [f.code for f in log.verify_chain(c, _key(w))]
+    assert found == ["bad_signature"]
+
+
+def test_statement_proofs_verify_offline_with_the_cli(engine: Engine, tmp_path: Path) -> None:
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    cfg = ClearingConfig()
+    with engine.connect() as c:
+        head, sts = statements.statements_for(c, cfg, w.bank, DAY1)
+        csv_text = statements.to_csv(sts, cfg)
+        bundle = statements.proofs_for(c, head, sts)
+    pub = tmp_path / "platform.pem"
+    pub.write_bytes(w.signer.public_pem)
+    (tmp_path / "proofs.json").write_text(json.dumps(bundle))
+    (tmp_path / "st.csv").write_text(csv_text)
+    # the verifier alone, copied out of the package: no database, no lianjie
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    src = Path(merkle.__file__).parent
+    for name in ("merkle.py", "verify.py"):
+        (alone / name).write_text((src / name).read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-I", str(alone / "verify.py"), "--public-key",
+                          str(pub), "--statement", str(tmp_path / "st.csv"),
+                          str(tmp_path / "proofs.json")], capture_output=True, text=True,
+                         env=env, cwd=alone, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"lines": 3' in run.stdout  # three top-ups
+    # a line changed by one fen fails
+    (tmp_path / "st.csv").write_text(csv_text.replace(",100.00,", ",100.01,", 1))
+    run = subprocess.run([sys.executable, "-I", str(alone / "verify.py"), "--public-key",
+                          str(pub), "--statement", str(tmp_path / "st.csv"),
+                          str(tmp_path / "proofs.json")], capture_output=True, text=True,
+                         env=env, cwd=alone, timeout=60)
+    assert run.returncode == 1 and "line_mismatch" in run.stdout
+    # a dropped line is named too
+    lines = csv_text.splitlines()
+    dropped = "\n".join(ln for ln in lines if "txf_" not in ln or ln != lines[2]) + "\n"
+    with pytest.raises(VerifyError) as err:
+        verify.verify_statement(bundle, _key(w), dropped)
+    assert err.value.code == "line_missing"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 70), st.data())
+def test_proofs_round_trip_for_any_tree(n: int, data: st.DataObject) -> None:
+    leaves = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(n)]
+    sub = merkle.memory_subtree(leaves)
+    index = data.draw(st.integers(0, n - 1))
+    path = merkle.inclusion_path(sub, index, n)
+    root = merkle.root(leaves)
+    assert merkle.verify_inclusion(leaves[index], index, n, path, root)
+    assert not merkle.verify_inclusion(merkle.leaf_hash(b"x"), index, n, path, root)
+    old = data.draw(st.integers(1, n))
+    proof = merkle.consistency_path(sub, old, n)
+    assert merkle.verify_consistency(old, n, merkle.root(leaves[:old]), root, proof)
+    if old < n:
+        assert not merkle.verify_consistency(old, n, merkle.root(leaves[:old]),
+                                             merkle.leaf_hash(b"y"), proof)
+
+
+def test_the_log_hashes_the_documented_canonical_bytes(engine: Engine, tmp_path: Path) -> None:
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    with engine.connect() as c:
+        for eid, data, _ in log.iter_canonical(c, 0, 10**6):
+            body = json.loads(data)
+            postings = body.pop("postings")
+            assert data == log.entry_bytes(body, postings)
+            assert [p[:2] for p in postings] == sorted(p[:2] for p in postings)
+            assert body["id"] == eid
