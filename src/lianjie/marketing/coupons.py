@@ -244,7 +244,8 @@ def do_claim(conn: Connection, now: datetime, template_id: str, consumer_id: str
         raise DomainError(E.NOT_ELIGIBLE, "this coupon is issued, not claimed", "template_id")
     if in_holdout(campaign.id, consumer.id, campaign.holdout_bps):
         raise DomainError(E.NOT_ELIGIBLE, "this offer is not available to you", "template_id")
-    risk.screen(conn, now, "claim", consumer_id, template.id, template.discount_max, device_id)
+    risk.screen(conn, now, "claim", consumer_id, template.id, template.discount_max,
+                campaign.currency, device_id)
     return _issue(conn, now, template, consumer_id, "claimed")
 
 
@@ -364,7 +365,7 @@ def redeem_in_payment(conn: Connection, now: datetime, coupon_id: str, payer_id:
     ``legs[0]`` is the consumer's wallet paying the merchant the order amount."""
     coupon, discount, budget_account_id = _check_redeemable(conn, now, coupon_id, payer_id,
                                                             order, merchant)
-    risk.screen(conn, now, "redeem", payer_id, coupon.id, discount, device_id)
+    risk.screen(conn, now, "redeem", payer_id, coupon.id, discount, order.currency, device_id)
     wallet, pending, amount = legs[0].debit_account_id, legs[0].credit_account_id, \
         legs[0].amount
     assert amount == order.amount

@@ -39,6 +39,7 @@ from lianjie.marketing.groups import require_group
 from lianjie.marketing.schema import campaigns, grabs, group_members, red_packets
 from lianjie.money import check_amount, currency
 from lianjie.payments import PartyKind, account_id, require_party
+from lianjie.risk import RiskDeclined
 
 SHARES_MAX = 100_000
 EXPIRES_IN_S_DEFAULT = 86_400
@@ -317,7 +318,13 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str, reqs: list[Gra
             continue
         amount = split.share(packet.split, packet.seed, packet.amount, packet.shares, seq,
                              taken)
-        risk.screen(conn, now, "grab", c, packet.id, amount, req.device_id)
+        try:
+            risk.screen(conn, now, "grab", c, packet.id, amount, packet.currency, req.device_id)
+        except RiskDeclined as declined:  # this grab only: log the decision, go on
+            declined.record(conn)
+            outcomes.append(declined)
+            refused[c] = declined
+            continue
         entries.append(Entry(key=f"grab:{packet.id}:{c}", legs=(
             Leg(packet.escrow_account_id, wallets[c], amount),), code="red_packet_grab",
             memo=packet.id))

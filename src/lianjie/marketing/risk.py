@@ -12,13 +12,21 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+_KINDS = {"grab": "red_packet_grab", "claim": "coupon_claim"}
+
 
 def screen(conn: Connection, now: datetime, action: str, consumer_id: str, subject_id: str,
-           amount: int, device_id: str | None = None) -> None:
-    """Raise ``DomainError`` to refuse ``action`` ("grab", "claim", "redeem"); today: allow.
+           amount: int, currency: str, device_id: str | None = None) -> None:
+    """Ask the risk engine about ``action`` ("grab", "claim", "redeem") before money moves.
 
-    RISK CALL SITE: send (action, consumer, subject, amount, device) to the risk engine here
-    and raise its decline as a DomainError; nothing has moved yet, so a refusal changes
-    nothing.
+    A decline raises ``risk_declined`` (``lianjie.risk.RiskDeclined``, whose ``record`` logs
+    the decision). A grab or a claim cannot wait for an operator, so the engine blocks where it
+    would review. A redemption is part of a payment, and the payment itself is decided as one,
+    so it is not asked twice.
     """
-    del conn, now, action, consumer_id, subject_id, amount, device_id
+    if action == "redeem":
+        return
+    from lianjie import risk  # risk depends on payments; marketing asks it lazily
+
+    risk.decide(conn, now, risk.Event(_KINDS[action], subject_id, consumer_id, amount, currency,
+                                      device_id=device_id), reviewable=False)

@@ -233,8 +233,12 @@ def outcome_of(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet, model_p: 
     return "allow", score
 
 
-def decide(conn: Connection, now: datetime, event: Event) -> Decision:
-    """Decide on ``event``; raise ``RiskDeclined`` on block (see the module docstring)."""
+def decide(conn: Connection, now: datetime, event: Event, *, reviewable: bool = True
+           ) -> Decision:
+    """Decide on ``event``; raise ``RiskDeclined`` on block (see the module docstring).
+
+    An event that cannot wait for an operator (``reviewable=False``: a red packet grab, a
+    coupon claim) is blocked where another would go to review."""
     st = refresh(conn, now)
     if not st.cfg.enabled:
         return Decision("", "allow", 0.0, (), (), (), 0, 0, event, {})
@@ -246,6 +250,8 @@ def decide(conn: Connection, now: datetime, event: Event) -> Decision:
     reasons = st.model.reasons(feats) if st.model is not None and outcome != "allow" else []
     if st.cfg.shadow:
         outcome = "allow"
+    elif outcome == "review" and not reviewable:
+        outcome = "block"
     decision = Decision(
         _decision_id(), outcome, round(score, 4), tuple(r.name for r in fired if not r.shadow),
         tuple(r.name for r in fired if r.shadow), tuple(reasons),

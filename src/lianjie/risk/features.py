@@ -32,7 +32,7 @@ SMALL_AMOUNT_MAX = 100  # fen: a "probe" amount, as card testers use
 DISTINCT_PRUNE_MIN = 64
 LOOP_SCAN_MAX = 200
 
-KINDS = ("payment", "p2p", "withdrawal", "red_packet_grab", "loan_application")
+KINDS = ("payment", "p2p", "withdrawal", "red_packet_grab", "loan_application", "coupon_claim")
 CATEGORIES = ("street_food", "convenience_store", "market_stall", "restaurant", "cafe",
               "bakery", "fruit_shop", "pharmacy", "hair_salon", "repair_shop", "clothing",
               "online_shop", "other")
