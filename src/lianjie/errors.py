@@ -80,6 +80,15 @@ class ErrorCode(StrEnum):
     # wallets
     WALLET_NOT_FOUND = "wallet_not_found"
     SAME_WALLET = "same_wallet"
+    # ledger: an account counter would pass its BIGINT column (TigerBeetle's result codes),
+    # and idempotency keys the ledger keeps for its own entries
+    OVERFLOWS_DEBITS_PENDING = "overflows_debits_pending"
+    OVERFLOWS_CREDITS_PENDING = "overflows_credits_pending"
+    OVERFLOWS_DEBITS_POSTED = "overflows_debits_posted"
+    OVERFLOWS_CREDITS_POSTED = "overflows_credits_posted"
+    OVERFLOWS_DEBITS = "overflows_debits"
+    OVERFLOWS_CREDITS = "overflows_credits"
+    KEY_RESERVED = "key_reserved"
 
 
 class LianjieError(Exception):

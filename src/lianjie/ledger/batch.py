@@ -29,16 +29,19 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lianjie.clock import to_us
 from lianjie.errors import ErrorCode
 from lianjie.ledger import schema as s
+from lianjie.ledger.history import legs_from_postings
 from lianjie.ledger.model import (
     BATCH_ENTRIES_MAX,
+    COUNTER_MAX,
     HOLD_TIMEOUT_S_MAX,
     KEY_LENGTH_MAX,
     LEGS_PER_ENTRY_MAX,
+    SYSTEM_KEY_PREFIX,
     AccountFlags,
     AccountStatus,
     Entry,
@@ -51,6 +54,9 @@ from lianjie.money import AMOUNT_MAX
 
 E = ErrorCode
 SQL_IN_CHUNK_MAX = 4000  # SQLite binds at most 32766 variables per statement
+RACE_RETRY_COUNT_MAX = 3  # PostgreSQL: runs of a batch that lost a race for a key (see _create)
+ENTRY_KEY_CONSTRAINT = "uq_ledger_entries_key"
+ENTRY_REVERSES_CONSTRAINT = "uq_ledger_entries_reverses_id"
 _DMNEC = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
 _CMNED = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
 _OPEN = AccountStatus.OPEN.value
@@ -115,11 +121,56 @@ class _Batch:
 
 
 def create_entries(conn: Connection, now: datetime, entries: Sequence[Entry]) -> list[EntryResult]:
-    """Apply a batch of entries; one result per entry, in order. See the module docstring."""
+    """Apply a batch of entries; one result per entry, in order. See the module docstring.
+
+    A key starting with ``SYSTEM_KEY_PREFIX`` is refused (``key_reserved``): those are the
+    ledger's own."""
+    return _create(conn, now, entries, system=False)
+
+
+def create_system_entries(conn: Connection, now: datetime, entries: Sequence[Entry]
+                          ) -> list[EntryResult]:
+    """``create_entries`` for the ledger's own entries, whose keys carry ``SYSTEM_KEY_PREFIX``."""
+    assert all(e.key.startswith(SYSTEM_KEY_PREFIX) for e in entries)
+    return _create(conn, now, entries, system=True)
+
+
+def _create(conn: Connection, now: datetime, entries: Sequence[Entry], *, system: bool
+            ) -> list[EntryResult]:
     assert len(entries) <= BATCH_ENTRIES_MAX, "split batches before they reach the ledger"
     if not entries:
         return []
-    shape = [_check_shape(e) for e in entries]
+    if conn.dialect.name != "postgresql":
+        # SQLite has one writer at a time (BEGIN IMMEDIATE): no other transaction can insert
+        # one of our keys between our read of the keys and our insert.
+        return _create_once(conn, now, entries, system)
+    # PostgreSQL: another transaction (another process's committer) may insert the same key,
+    # or reverse the same entry, after we read the keys and before our insert, which then
+    # waits for it and fails on the unique index once it commits. Undo our attempt to a
+    # savepoint and run the batch again: the read now sees that entry, and the entry with the
+    # key replays it (or the second reversal is refused) as if the two had come in order.
+    for attempt in range(RACE_RETRY_COUNT_MAX):
+        savepoint = conn.begin_nested()
+        try:
+            results = _create_once(conn, now, entries, system)
+        except IntegrityError as exc:
+            savepoint.rollback()
+            if attempt + 1 == RACE_RETRY_COUNT_MAX or not _lost_key_race(exc):
+                raise
+            continue
+        savepoint.commit()
+        return results
+    raise AssertionError("unreachable")
+
+
+def _lost_key_race(exc: IntegrityError) -> bool:
+    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    return name in (ENTRY_KEY_CONSTRAINT, ENTRY_REVERSES_CONSTRAINT)
+
+
+def _create_once(conn: Connection, now: datetime, entries: Sequence[Entry], system: bool
+                 ) -> list[EntryResult]:
+    shape = [_check_shape(e, system) for e in entries]
     existing = _load_existing(conn, {e.key for e in entries})
     holds = _load_holds(conn, {e.pending_id for e in entries if e.pending_id is not None})
     rev_targets = {e.reverses_id for e in entries if e.reverses_id is not None}
@@ -139,9 +190,11 @@ def create_entries(conn: Connection, now: datetime, entries: Sequence[Entry]) ->
 
 # -- 1. shape ------------------------------------------------------------------------------------
 
-def _check_shape(e: Entry) -> ErrorCode | None:
+def _check_shape(e: Entry, system: bool) -> ErrorCode | None:
     if not isinstance(e.key, str) or not 0 < len(e.key) <= KEY_LENGTH_MAX:
         return E.INVALID_REQUEST
+    if not system and e.key.startswith(SYSTEM_KEY_PREFIX):
+        return E.KEY_RESERVED
     if e.kind in (EntryKind.POSTED, EntryKind.PENDING):
         if not e.legs:
             return E.ENTRY_EMPTY
@@ -246,19 +299,16 @@ def _load_reversal_targets(conn: Connection, ids: set[int]
         return set(), {}
     e, p = s.entries, s.postings
     reversed_ids: set[int] = set()
-    legs: dict[int, dict[int, list[int]]] = {}
+    postings: dict[int, list[tuple[int, int, int, int]]] = {}
     for chunk in _chunks(ids):
         reversed_ids.update(r[0] for r in conn.execute(
             select(e.c.reverses_id).where(e.c.reverses_id.in_(chunk))))
         rows = conn.execute(select(p.c.entry_id, p.c.leg_no, p.c.side, p.c.account_id,
                                    p.c.amount).where(p.c.entry_id.in_(chunk)))
         for entry_id, leg_no, side, account_id, amount in rows:
-            pair = legs.setdefault(entry_id, {}).setdefault(leg_no, [0, 0, 0])
-            pair[side] = account_id
-            pair[2] = abs(amount)
-    built = {entry_id: tuple(Leg(v[0], v[1], v[2]) for _, v in sorted(by_leg.items()))
-             for entry_id, by_leg in legs.items()}
-    return reversed_ids, built
+            postings.setdefault(entry_id, []).append((leg_no, side, account_id, amount))
+    return reversed_ids, {entry_id: legs_from_postings(found)
+                          for entry_id, found in postings.items()}
 
 
 def _allocate_entry_ids(conn: Connection, n: int) -> list[int]:
@@ -392,6 +442,21 @@ def _account_error(batch: _Batch, legs: Sequence[Leg], *, allow_frozen: bool = F
     return None
 
 
+def _overflow_error(dp: int, cp: int, dpend: int, cpend: int) -> ErrorCode | None:
+    """Which counter would pass ``COUNTER_MAX``, in TigerBeetle's order (all are >= 0)."""
+    if dp + dpend <= COUNTER_MAX and cp + cpend <= COUNTER_MAX:
+        return None
+    if dpend > COUNTER_MAX:
+        return E.OVERFLOWS_DEBITS_PENDING
+    if cpend > COUNTER_MAX:
+        return E.OVERFLOWS_CREDITS_PENDING
+    if dp > COUNTER_MAX:
+        return E.OVERFLOWS_DEBITS_POSTED
+    if cp > COUNTER_MAX:
+        return E.OVERFLOWS_CREDITS_POSTED
+    return E.OVERFLOWS_DEBITS if dp + dpend > COUNTER_MAX else E.OVERFLOWS_CREDITS
+
+
 def _limit_error(a: _Acct, dp: int, cp: int, dpend: int, cpend: int) -> ErrorCode | None:
     if a.flags & _DMNEC and dp + dpend > cp:
         return E.INSUFFICIENT_FUNDS
@@ -413,9 +478,10 @@ def _apply_legs(batch: _Batch, legs: tuple[Leg, ...], index: int, *, pending: bo
     for acct_id, (dd, dc) in delta.items():
         a = accts[acct_id]
         if pending:
-            error = _limit_error(a, a.dp, a.cp, a.dpend + dd, a.cpend + dc)
+            dp, cp, dpend, cpend = a.dp, a.cp, a.dpend + dd, a.cpend + dc
         else:
-            error = _limit_error(a, a.dp + dd, a.cp + dc, a.dpend, a.cpend)
+            dp, cp, dpend, cpend = a.dp + dd, a.cp + dc, a.dpend, a.cpend
+        error = _overflow_error(dp, cp, dpend, cpend) or _limit_error(a, dp, cp, dpend, cpend)
         if error is not None:
             return error
     if pending:
