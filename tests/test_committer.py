@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lianjie import ledger as L
 from lianjie.clock import ManualClock
-from lianjie.committer import RETRY_COUNT_MAX, Committer, run_now
+from lianjie.committer import RETRY_COUNT_MAX, Committer, CommitterStopped, run_now
 from lianjie.db import reader, writer
 from lianjie.errors import DomainError, ErrorCode, StorageError
 
@@ -181,7 +181,7 @@ def test_run_now_commits_or_rolls_back_one_unit(engine: Engine, clock: ManualClo
     assert owners(engine) == {"cus_1"}
 
 
-# -- races on one wallet ---------------------------------------------------------------------------
+# -- races on one wallet --------------------------------------------------------------------------
 
 @pytest.fixture
 def funded(engine: Engine, clock: ManualClock) -> tuple[int, int]:
@@ -248,3 +248,31 @@ def test_the_same_key_from_many_threads_makes_one_entry(committer: Committer,
         assert L.require_account(c, wallet).balance == 700
         assert L.require_account(c, shop).balance == 300
         assert L.verify(c) == []
+
+
+# -- stopping -------------------------------------------------------------------------------------
+
+def test_stop_commits_what_was_queued_and_then_refuses_units(committer: Committer,
+                                                             clock: ManualClock,
+                                                             engine: Engine) -> None:
+    with held_writer(committer):
+        queued = [committer.submit(open_wallet(clock.now(), f"cus_{i}")) for i in range(5)]
+    committer.stop()
+    assert all(f.done() for f in queued)
+    assert len({f.result(0) for f in queued}) == 5
+    with pytest.raises(CommitterStopped):
+        committer.submit(open_wallet(clock.now(), "cus_late"))
+    with pytest.raises(CommitterStopped):
+        committer.run(open_wallet(clock.now(), "cus_late"))
+    with pytest.raises(CommitterStopped):
+        committer.start()
+    assert owners(engine) == {f"cus_{i}" for i in range(5)}
+
+
+def test_a_committer_stopped_before_it_started_refuses_units(engine: Engine,
+                                                             clock: ManualClock) -> None:
+    idle = Committer(engine)
+    idle.stop()
+    with pytest.raises(CommitterStopped):
+        idle.submit(open_wallet(clock.now(), "cus_1"))
+    assert owners(engine) == set()

@@ -9,6 +9,7 @@ section tampers with rows behind the ledger's back and checks that ``verify()`` 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,9 +19,14 @@ from sqlalchemy import Connection, Engine, text
 
 from lianjie import ledger as L
 from lianjie.clock import ManualClock
-from lianjie.db import reader, writer
+from lianjie.db import make_engine, reader, writer
 from lianjie.errors import DomainError, ErrorCode
-from lianjie.ledger.model import KEY_LENGTH_MAX, LEGS_PER_ENTRY_MAX
+from lianjie.ledger.model import (
+    COUNTER_MAX,
+    KEY_LENGTH_MAX,
+    LEGS_PER_ENTRY_MAX,
+    SYSTEM_KEY_PREFIX,
+)
 from lianjie.money import AMOUNT_MAX, allocate, bps_of
 
 E = ErrorCode
@@ -30,6 +36,8 @@ WALLET = L.AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
 DRAW_ONLY = L.AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
 PENDING, POST, VOID = L.EntryKind.PENDING, L.EntryKind.POST_PENDING, L.EntryKind.VOID_PENDING
 OPENING_TOPUP = 20_000
+WAIT_S = 30  # a bound on any wait, so a bug fails the test instead of hanging it
+RACE_POLLS_MAX = 3000  # of the other session's state, 10 ms apart
 
 
 @dataclass(frozen=True)
@@ -902,3 +910,184 @@ def test_the_database_refuses_to_edit_or_delete_ledger_records(busy_books: Books
                 assert c.execute(text("SELECT COUNT(*) FROM ledger_postings")).scalar_one()
                 c.execute(text(sql))
     assert busy_books.violations() == []
+
+
+# -- counters at the limit of their BIGINT columns ------------------------------------------------
+
+def _fill(debit: int, credit: int, total: int, key: str, kind: L.EntryKind = L.EntryKind.POSTED
+          ) -> list[Entry]:
+    """Entries of up to 16 legs of at most ``AMOUNT_MAX`` each that move ``total`` in all."""
+    amounts = [AMOUNT_MAX] * (total // AMOUNT_MAX) + ([total % AMOUNT_MAX] if total %
+                                                     AMOUNT_MAX else [])
+    return [Entry(f"{key}-{i}", tuple(Leg(debit, credit, a) for a in
+                                      amounts[i:i + LEGS_PER_ENTRY_MAX]), kind=kind)
+            for i in range(0, len(amounts), LEGS_PER_ENTRY_MAX)]
+
+
+def _open(books: Books, owner: str) -> int:
+    with writer(books.engine) as c:
+        return L.open_account(c, books.clock.now(), owner, L.Purpose.SUSPENSE).id
+
+
+def _counters(books: Books, *account_ids: int) -> list[tuple[int, int, int, int, int]]:
+    return [(a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending,
+             a.posting_count) for a in map(books.account, account_ids)]
+
+
+def test_no_counter_passes_its_column(books: Books) -> None:
+    """Each of the four counters fills to exactly 2^63 - 1; one fen more fails with the
+    counter's code (as TigerBeetle's result codes), moves nothing, and fails alone."""
+    top = COUNTER_MAX
+    src, dst = _open(books, "big_src"), _open(books, "big_dst")
+    pend_src, pend_dst = _open(books, "pend_src"), _open(books, "pend_dst")
+    fill = _fill(src, dst, top - 5, "fill")
+    legs = sum(len(e.legs) for e in fill) + 1
+    assert errors(books.run(*fill)) == [None] * 577
+    assert errors(books.run(*_fill(pend_src, pend_dst, top, "hold", PENDING))) == [None] * 577
+    assert errors(books.run(Entry("to-the-top", (Leg(src, dst, 5),)),
+                            Entry("one-more", (Leg(books.bank, dst, 1),)))) == [
+        None, E.OVERFLOWS_CREDITS_POSTED]
+    everyone = (books.bank, books.shop, src, dst, pend_src, pend_dst)
+    before = _counters(books, *everyone)
+    assert before[2:] == [(top, 0, 0, 0, legs), (0, top, 0, 0, legs),
+                          (0, 0, top, 0, 0), (0, 0, 0, top, 0)]
+    refused = books.run(
+        Entry("o1", (Leg(src, books.shop, 1),)),
+        Entry("o2", (Leg(books.bank, dst, 1),)),
+        Entry("o3", (Leg(pend_src, books.shop, 1),), kind=PENDING),
+        Entry("o4", (Leg(books.bank, pend_dst, 1),), kind=PENDING),
+        Entry("o5", (Leg(src, books.shop, 1),), kind=PENDING),  # posted + pending debits
+        Entry("o6", (Leg(books.bank, dst, 1),), kind=PENDING),  # posted + pending credits
+        # the net of a multi-leg entry counts: in 1 and out 1 still passes the credits
+        Entry("o7", (Leg(books.bank, dst, 1), Leg(dst, books.shop, 1))),
+        Entry("fine", (Leg(dst, books.shop, 7),)),
+    )
+    assert errors(refused) == [E.OVERFLOWS_DEBITS_POSTED, E.OVERFLOWS_CREDITS_POSTED,
+                               E.OVERFLOWS_DEBITS_PENDING, E.OVERFLOWS_CREDITS_PENDING,
+                               E.OVERFLOWS_DEBITS, E.OVERFLOWS_CREDITS,
+                               E.OVERFLOWS_CREDITS_POSTED, None]
+    assert _counters(books, *everyone)[:2] == [before[0], (before[1][0], before[1][1] + 7,
+                                                           0, 0, before[1][4] + 1)]
+    # Posting a hold moves pending to posted: it fits wherever the hold did.
+    with reader(books.engine) as c:
+        hold_id = L.get_entry_by_key(c, "hold-0")
+    assert hold_id is not None
+    assert books.one(Entry("capture", kind=POST, pending_id=hold_id.id)).ok
+    assert books.violations() == []
+
+
+def test_one_call_raises_the_overflow_code(books: Books) -> None:
+    src, dst = _open(books, "big_src"), _open(books, "big_dst")
+    assert all(r.ok for r in books.run(*_fill(src, dst, COUNTER_MAX, "fill")))
+    with writer(books.engine) as c, pytest.raises(DomainError) as exc:
+        L.transfer(c, books.clock.now(), "too-much", books.bank, dst, 1)
+    assert exc.value.code == E.OVERFLOWS_CREDITS_POSTED
+    assert books.account(dst).credits_posted == COUNTER_MAX
+
+
+# -- keys the ledger keeps for itself -------------------------------------------------------------
+
+def test_clients_cannot_use_the_ledgers_own_keys(books: Books) -> None:
+    hold_id = _hold(books, "auth", 1_000, timeout_s=60)
+    before = books.account(books.alice)
+    results = books.run(
+        Entry(f"{SYSTEM_KEY_PREFIX}expire:{hold_id}", kind=VOID, pending_id=hold_id),
+        Entry(f"{SYSTEM_KEY_PREFIX}x", (Leg(books.alice, books.shop, 1),)),
+        # Keys that only look like the ledger's are the client's own.
+        Entry(f"expire:{hold_id}", (Leg(books.alice, books.shop, 1),)),
+        Entry(f"x{SYSTEM_KEY_PREFIX}", (Leg(books.alice, books.shop, 1),)),
+    )
+    assert errors(results) == [E.KEY_RESERVED, E.KEY_RESERVED, None, None]
+    with writer(books.engine) as c, pytest.raises(DomainError) as exc:
+        L.transfer(c, books.clock.now(), f"{SYSTEM_KEY_PREFIX}1", books.alice, books.shop, 1)
+    assert exc.value.code == E.KEY_RESERVED
+    assert books.account(books.alice).balance == before.balance - 2
+    assert books.hold(hold_id).status == L.HoldStatus.PENDING
+    books.clock.advance(timedelta(seconds=60))
+    with writer(books.engine) as c:
+        assert L.expire_holds(c, books.clock.now()) == 1
+    expired = books.hold(hold_id)
+    assert expired.status == L.HoldStatus.EXPIRED and expired.resolved_by_id is not None
+    assert books.entry(expired.resolved_by_id).key == f"{SYSTEM_KEY_PREFIX}expire:{hold_id}"
+    assert books.violations() == []
+
+
+# -- PostgreSQL: two processes racing for one new key ---------------------------------------------
+
+@dataclass(frozen=True)
+class Raced:
+    first: L.EntryResult
+    second: L.EntryResult
+
+
+def _race_on_postgres(books: Books, first: Entry, second: Entry) -> Raced:
+    """``first`` is written and not yet committed when another database session (another
+    process's committer) writes ``second``; ``first`` commits once ``second`` waits for it."""
+    other = make_engine(books.engine.url.render_as_string(hide_password=False))
+    outcome: list[L.EntryResult] = []
+    try:
+        with writer(books.engine) as a:
+            (first_result,) = L.create_entries(a, books.clock.now(), [first])
+            thread = threading.Thread(target=lambda: outcome.extend(
+                _write_in(other, books, second)))
+            thread.start()
+            with books.engine.connect() as watch:
+                for _ in range(RACE_POLLS_MAX):
+                    waiting = watch.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock'")).scalar_one()
+                    watch.rollback()  # a transaction sees one snapshot of the statistics
+                    if waiting:
+                        break
+                    threading.Event().wait(0.01)
+                else:
+                    raise AssertionError("the second writer never waited for the first")
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    finally:
+        other.dispose()
+    (second_result,) = outcome
+    return Raced(first_result, second_result)
+
+
+def _write_in(engine: Engine, books: Books, entry: Entry) -> list[L.EntryResult]:
+    with writer(engine) as c:
+        return L.create_entries(c, books.clock.now(), [entry])
+
+
+@pytest.fixture
+def pg_books(books: Books, db_kind: str) -> Books:
+    if db_kind != "postgresql":
+        pytest.skip("SQLite has one writer at a time (BEGIN IMMEDIATE): this race cannot happen")
+    return books
+
+
+def test_racing_the_same_entry_replays_it(pg_books: Books) -> None:
+    b = pg_books
+    pay = Entry("pay-1", (Leg(b.alice, b.shop, 1_000),))
+    raced = _race_on_postgres(b, pay, pay)
+    assert raced.first.ok and not raced.first.replayed
+    assert raced.second == L.EntryResult(raced.first.entry_id, None, replayed=True)
+    assert b.balances(b.alice, b.shop) == [OPENING_TOPUP - 1_000, 1_000]
+    assert b.violations() == []
+
+
+def test_racing_one_key_with_other_content_is_refused(pg_books: Books) -> None:
+    b = pg_books  # other accounts: the second waits on the key's index entry, not on a row
+    raced = _race_on_postgres(b, Entry("k", (Leg(b.alice, b.shop, 1_000),)),
+                              Entry("k", (Leg(b.usd_bank, b.usd_wallet, 5),)))
+    assert raced.first.ok
+    assert raced.second == L.EntryResult(raced.first.entry_id, E.EXISTS_WITH_DIFFERENT_FIELDS)
+    assert b.account(b.usd_wallet).balance == 0
+    assert b.violations() == []
+
+
+def test_racing_two_reversals_of_one_entry_reverses_it_once(pg_books: Books) -> None:
+    b = pg_books
+    pay_id = b.ok(Entry("pay-1", (Leg(b.alice, b.shop, 1_000),)))
+    back = (Leg(b.shop, b.alice, 1_000),)
+    raced = _race_on_postgres(b, Entry("undo-1", back, reverses_id=pay_id),
+                              Entry("undo-2", back, reverses_id=pay_id))
+    assert raced.first.ok and raced.second.error == E.ALREADY_REVERSED
+    assert b.balances(b.alice, b.shop) == [OPENING_TOPUP, 0]
+    assert b.violations() == []

@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +36,8 @@ from lianjie.risk import cli as risk_cli
 
 log = logging.getLogger("lianjie")
 BANNER_WAIT_S = 60.0
+_START_HELP = ("first simulated day, YYYY-MM-DD in Asia/Shanghai (default on an empty "
+               "database: yesterday by the system clock)")
 
 
 def _home() -> Path:
@@ -178,23 +181,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     mode: Literal["inprocess", "http"] = "http" if args.url else args.mode
     cfg = SimConfig(seed=args.seed, service_providers=args.service_providers,
                     merchants=args.merchants, consumers=args.consumers, days=args.days,
-                    mode=mode, url=args.url)
+                    mode=mode, url=args.url,
+                    start_date=args.start or (None if _has_orders(engine) else _yesterday()))
     report = run_simulation(engine, cfg, progress=not args.quiet)
     print(report.summary())
     return 0 if report.ok else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _has_orders(engine: Engine) -> bool:
     from lianjie.payments.schema import orders
+
+    with engine.connect() as conn:
+        return conn.execute(select(orders.c.id).limit(1)).first() is not None
+
+
+def _yesterday() -> date:
+    """A simulation on an empty database ends its day shortly before now (see ``yesterday``)."""
+    from lianjie.clock import SystemClock
+    from lianjie.sim.config import yesterday
+
+    return yesterday(SystemClock().now())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from lianjie.sim import SimConfig, run_simulation
 
     engine = _engine(args)
     bootstrap(engine)
-    with engine.connect() as conn:
-        has_orders = conn.execute(select(orders.c.id).limit(1)).first() is not None
-    if not has_orders:
+    if not _has_orders(engine):
         print("Loading a simulated day of QR payments (once; kept in the database) ...")
-        report = run_simulation(engine, SimConfig(seed=args.seed), progress=True)
+        cfg = SimConfig(seed=args.seed, start_date=args.start or _yesterday())
+        report = run_simulation(engine, cfg, progress=True)
         print(report.summary())
     from lianjie.console.cli import ensure_demo_admin
 
@@ -218,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1,
                        help="server processes, each with its own committer (default 1)")
         p.add_argument("--seed", type=int, default=7)
+        if name == "demo":
+            p.add_argument("--start", type=date.fromisoformat, default=None, help=_START_HELP)
         p.set_defaults(fn=fn)
     sub.add_parser("verify", help="check the ledger's invariants").set_defaults(fn=cmd_verify)
     s = sub.add_parser("simulate", help="run the traffic simulator")
@@ -229,6 +248,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=("inprocess", "http"), default="inprocess")
     s.add_argument("--url", default=None, help="server URL for --mode http "
                    "(default: start one in this process)")
+    s.add_argument("--start", type=date.fromisoformat, default=None,
+                   help=_START_HELP + "; a database with orders continues after its last day")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
     from lianjie.console.cli import add_commands as console_commands

@@ -55,6 +55,10 @@ class _Job:
     future: Future[Any] = field(default_factory=Future)
 
 
+class CommitterStopped(StorageError):
+    """The committer was stopped: it takes no more units."""
+
+
 class Committer:
     """Runs units of work in grouped, durable transactions on one writer thread."""
 
@@ -66,6 +70,8 @@ class Committer:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=QUEUE_UNITS_MAX)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
+        self._stopped = False
+        # Held while a unit is queued and while stopping, so no unit lands behind the stop.
         self._start_lock = threading.Lock()
         self.groups_committed = 0
         self.units_committed = 0
@@ -74,23 +80,48 @@ class Committer:
 
     def start(self) -> None:
         with self._start_lock:
+            if self._stopped:
+                raise CommitterStopped("a stopped committer does not start again")
             if not self._started:
                 self._started = True
                 self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self._started and self._thread.is_alive():
-            self._queue.put(None)
+        """Commit what is queued, then stop; later ``submit`` calls raise ``CommitterStopped``.
+
+        Units still queued when the writer has not finished within ``timeout_s`` are failed
+        with ``CommitterStopped``, so no caller waits forever."""
+        with self._start_lock:
+            if not self._stopped:
+                self._stopped = True
+                if self._started:
+                    self._queue.put(None)
+        if self._started:
             self._thread.join(timeout_s)
-        if self._turn_fd is not None and not self._thread.is_alive():
-            os.close(self._turn_fd)
-            self._turn_fd = None
+        if not self._thread.is_alive():
+            while True:  # nothing is left after a clean stop; this is for a writer that died
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    _fail_all([job], CommitterStopped("the committer has stopped"))
+            if self._turn_fd is not None:
+                os.close(self._turn_fd)
+                self._turn_fd = None
 
     def submit(self, unit: Callable[[Connection], T]) -> Future[T]:
-        """Queue a unit of work; the future resolves after its group is durable."""
-        self.start()
+        """Queue a unit of work; the future resolves after its group is durable.
+
+        Raises ``CommitterStopped`` once ``stop`` has been called."""
         job = _Job(unit)
-        self._queue.put(job)
+        with self._start_lock:
+            if self._stopped:
+                raise CommitterStopped("the committer has stopped; it takes no more units")
+            if not self._started:
+                self._started = True
+                self._thread.start()
+            self._queue.put(job)
         return job.future
 
     def run(self, unit: Callable[[Connection], T]) -> T:

@@ -32,6 +32,7 @@ from lianjie.errors import ConfigError
 
 DATABASE_URL_ENV = "LIANJIE_DATABASE_URL"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_PAGE_SIZE = 16_384
 POOL_SIZE = 8
 
 metadata = MetaData(
@@ -96,6 +97,9 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
         # Take transaction control away from the sqlite3 module so BEGIN is ours to emit.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # 16 KiB pages: fewer, fuller B-tree pages for the ledger's postings and their account
+        # index (benchmarks/RESULTS.md). Only a new, empty file takes it; WAL fixes it after.
+        cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")  # durable: the WAL is synced at every commit
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

@@ -117,6 +117,15 @@ class ErrorCode(StrEnum):
     RECON_ITEM_NOT_FOUND = "recon_item_not_found"
     INVALID_PROOF = "invalid_proof"
     INVALID_SIGNATURE = "invalid_signature"
+    # ledger: an account counter would pass its BIGINT column (TigerBeetle's result codes),
+    # and idempotency keys the ledger keeps for its own entries
+    OVERFLOWS_DEBITS_PENDING = "overflows_debits_pending"
+    OVERFLOWS_CREDITS_PENDING = "overflows_credits_pending"
+    OVERFLOWS_DEBITS_POSTED = "overflows_debits_posted"
+    OVERFLOWS_CREDITS_POSTED = "overflows_credits_posted"
+    OVERFLOWS_DEBITS = "overflows_debits"
+    OVERFLOWS_CREDITS = "overflows_credits"
+    KEY_RESERVED = "key_reserved"
 
 
 class LianjieError(Exception):

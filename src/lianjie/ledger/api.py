@@ -11,9 +11,16 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from lianjie.errors import DomainError, ErrorCode
-from lianjie.ledger.batch import create_entries
-from lianjie.ledger.history import expired_hold_ids, get_entry
-from lianjie.ledger.model import BATCH_ENTRIES_MAX, Entry, EntryKind, EntryResult, Leg
+from lianjie.ledger.batch import create_entries, create_system_entries
+from lianjie.ledger.history import expired_hold_ids, get_entry, legs_from_postings
+from lianjie.ledger.model import (
+    BATCH_ENTRIES_MAX,
+    SYSTEM_KEY_PREFIX,
+    Entry,
+    EntryKind,
+    EntryResult,
+    Leg,
+)
 
 _MESSAGES = {
     ErrorCode.INSUFFICIENT_FUNDS: "insufficient funds",
@@ -45,20 +52,16 @@ def reverse(conn: Connection, now: datetime, entry_id: int, key: str, *,
     original = get_entry(conn, entry_id)
     if original is None or original.kind not in (EntryKind.POSTED, EntryKind.POST_PENDING):
         raise DomainError(ErrorCode.ENTRY_NOT_FOUND, f"no posted entry txf_{entry_id}")
-    by_leg: dict[int, list[int]] = {}
-    for p in original.postings:
-        pair = by_leg.setdefault(p.leg_no, [0, 0, 0])
-        pair[1 if p.amount > 0 else 0] = p.account_id
-        pair[2] = abs(p.amount)
-    legs = tuple(Leg(credit, debit, amount) for _, (debit, credit, amount)
-                 in sorted(by_leg.items()))
+    posted = legs_from_postings((p.leg_no, 1 if p.amount > 0 else 0, p.account_id, p.amount)
+                                for p in original.postings)
+    legs = tuple(Leg(leg.credit_account_id, leg.debit_account_id, leg.amount) for leg in posted)
     return post(conn, now, Entry(key=key, legs=legs, code=code, reverses_id=entry_id, memo=memo))
 
 
 def expire_holds(conn: Connection, now: datetime, limit: int = BATCH_ENTRIES_MAX) -> int:
     """Release holds whose time ran out; returns how many expired. Safe to run any time."""
     ids = expired_hold_ids(conn, now, limit)
-    entries = [Entry(key=f"expire:{hold_id}", kind=EntryKind.VOID_PENDING, pending_id=hold_id,
-                     code="hold_expired") for hold_id in ids]
-    results = create_entries(conn, now, entries)
+    entries = [Entry(key=f"{SYSTEM_KEY_PREFIX}expire:{hold_id}", kind=EntryKind.VOID_PENDING,
+                     pending_id=hold_id, code="hold_expired") for hold_id in ids]
+    results = create_system_entries(conn, now, entries)
     return sum(1 for r in results if r.ok and not r.replayed)

@@ -29,16 +29,19 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lianjie.clock import to_us
 from lianjie.errors import ErrorCode
 from lianjie.ledger import schema as s
+from lianjie.ledger.history import legs_from_postings
 from lianjie.ledger.model import (
     BATCH_ENTRIES_MAX,
+    COUNTER_MAX,
     HOLD_TIMEOUT_S_MAX,
     KEY_LENGTH_MAX,
     LEGS_PER_ENTRY_MAX,
+    SYSTEM_KEY_PREFIX,
     AccountFlags,
     AccountStatus,
     Entry,
@@ -51,6 +54,9 @@ from lianjie.money import AMOUNT_MAX
 
 E = ErrorCode
 SQL_IN_CHUNK_MAX = 4000  # SQLite binds at most 32766 variables per statement
+RACE_RETRY_COUNT_MAX = 3  # PostgreSQL: runs of a batch that lost a race for a key (see _create)
+ENTRY_KEY_CONSTRAINT = "uq_ledger_entries_key"
+ENTRY_REVERSES_CONSTRAINT = "uq_ledger_entries_reverses_id"
 _DMNEC = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
 _CMNED = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
 _OPEN = AccountStatus.OPEN.value
@@ -86,7 +92,7 @@ class _Acct:
 
 
 class _Hold:
-    __slots__ = ("expires_us", "id", "legs", "resolved_local", "status")
+    __slots__ = ("expires_us", "id", "legs", "resolved_by", "status")
 
     def __init__(self, hold_id: int, status: int, expires_us: int | None,
                  legs: tuple[Leg, ...]) -> None:
@@ -94,32 +100,79 @@ class _Hold:
         self.status = status
         self.expires_us = expires_us
         self.legs = legs
-        self.resolved_local: int | None = None
+        self.resolved_by: int | None = None
 
 
 class _Batch:
     """Everything one call to ``create_entries`` reads, computes and writes."""
 
     def __init__(self, now_us: int, accts: dict[int, _Acct], holds: dict[int, _Hold],
-                 reversed_ids: set[int], reversal_legs: dict[int, tuple[Leg, ...]]) -> None:
+                 reversed_ids: set[int], reversal_legs: dict[int, tuple[Leg, ...]],
+                 ids: Sequence[int]) -> None:
         self.now_us = now_us
         self.accts = accts
         self.holds = holds
         self.reversed_ids = reversed_ids
         self.reversal_legs = reversal_legs
-        # Output rows use the entry's position in the batch until ids are allocated.
-        self.created: list[int] = []
-        self.fingerprints: list[bytes] = []  # of the created entries, computed once
-        self.postings: list[tuple[int, int, int, int, int, int, int]] = []
+        # Ids for the entries this batch may create, drawn before they are applied: the k-th
+        # entry created takes ids[k], so every output row is built once, in its final form.
+        self.ids = ids
+        self.entry_rows: list[tuple[object, ...]] = []  # as inserted into ledger_entries
+        self.postings: list[tuple[int, int, int, int, int, int, int, int]] = []  # and postings
         self.new_holds: list[tuple[int, int | None, tuple[Leg, ...]]] = []
 
 
 def create_entries(conn: Connection, now: datetime, entries: Sequence[Entry]) -> list[EntryResult]:
-    """Apply a batch of entries; one result per entry, in order. See the module docstring."""
+    """Apply a batch of entries; one result per entry, in order. See the module docstring.
+
+    A key starting with ``SYSTEM_KEY_PREFIX`` is refused (``key_reserved``): those are the
+    ledger's own."""
+    return _create(conn, now, entries, system=False)
+
+
+def create_system_entries(conn: Connection, now: datetime, entries: Sequence[Entry]
+                          ) -> list[EntryResult]:
+    """``create_entries`` for the ledger's own entries, whose keys carry ``SYSTEM_KEY_PREFIX``."""
+    assert all(e.key.startswith(SYSTEM_KEY_PREFIX) for e in entries)
+    return _create(conn, now, entries, system=True)
+
+
+def _create(conn: Connection, now: datetime, entries: Sequence[Entry], *, system: bool
+            ) -> list[EntryResult]:
     assert len(entries) <= BATCH_ENTRIES_MAX, "split batches before they reach the ledger"
     if not entries:
         return []
-    shape = [_check_shape(e) for e in entries]
+    if conn.dialect.name != "postgresql":
+        # SQLite has one writer at a time (BEGIN IMMEDIATE): no other transaction can insert
+        # one of our keys between our read of the keys and our insert.
+        return _create_once(conn, now, entries, system)
+    # PostgreSQL: another transaction (another process's committer) may insert the same key,
+    # or reverse the same entry, after we read the keys and before our insert, which then
+    # waits for it and fails on the unique index once it commits. Undo our attempt to a
+    # savepoint and run the batch again: the read now sees that entry, and the entry with the
+    # key replays it (or the second reversal is refused) as if the two had come in order.
+    for attempt in range(RACE_RETRY_COUNT_MAX):
+        savepoint = conn.begin_nested()
+        try:
+            results = _create_once(conn, now, entries, system)
+        except IntegrityError as exc:
+            savepoint.rollback()
+            if attempt + 1 == RACE_RETRY_COUNT_MAX or not _lost_key_race(exc):
+                raise
+            continue
+        savepoint.commit()
+        return results
+    raise AssertionError("unreachable")
+
+
+def _lost_key_race(exc: IntegrityError) -> bool:
+    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    return name in (ENTRY_KEY_CONSTRAINT, ENTRY_REVERSES_CONSTRAINT)
+
+
+def _create_once(conn: Connection, now: datetime, entries: Sequence[Entry], system: bool
+                 ) -> list[EntryResult]:
+    shape = [_check_shape(e, system) for e in entries]
     existing = _load_existing(conn, {e.key for e in entries})
     holds = _load_holds(conn, {e.pending_id for e in entries if e.pending_id is not None})
     rev_targets = {e.reverses_id for e in entries if e.reverses_id is not None}
@@ -128,20 +181,21 @@ def create_entries(conn: Connection, now: datetime, entries: Sequence[Entry]) ->
                    for x in (leg.debit_account_id, leg.credit_account_id)}
     account_ids.update(x for h in holds.values() for leg in h.legs
                        for x in (leg.debit_account_id, leg.credit_account_id))
-    batch = _Batch(to_us(now), _load_accounts(conn, account_ids), holds, reversed_ids,
-                   reversal_legs)
+    accounts = _load_accounts(conn, account_ids)
+    ids = _allocate_entry_ids(conn, sum(1 for error in shape if error is None))
+    batch = _Batch(to_us(now), accounts, holds, reversed_ids, reversal_legs, ids)
     results = _apply_all(batch, entries, shape, existing)
-    ids = _allocate_entry_ids(conn, len(batch.created))
-    local_to_id = dict(zip(batch.created, ids, strict=True))
-    _write(conn, batch, entries, local_to_id)
-    return [_finish(r, local_to_id) for r in results]
+    _write(conn, batch)
+    return results
 
 
 # -- 1. shape ------------------------------------------------------------------------------------
 
-def _check_shape(e: Entry) -> ErrorCode | None:
+def _check_shape(e: Entry, system: bool) -> ErrorCode | None:
     if not isinstance(e.key, str) or not 0 < len(e.key) <= KEY_LENGTH_MAX:
         return E.INVALID_REQUEST
+    if not system and e.key.startswith(SYSTEM_KEY_PREFIX):
+        return E.KEY_RESERVED
     if e.kind in (EntryKind.POSTED, EntryKind.PENDING):
         if not e.legs:
             return E.ENTRY_EMPTY
@@ -246,22 +300,21 @@ def _load_reversal_targets(conn: Connection, ids: set[int]
         return set(), {}
     e, p = s.entries, s.postings
     reversed_ids: set[int] = set()
-    legs: dict[int, dict[int, list[int]]] = {}
+    postings: dict[int, list[tuple[int, int, int, int]]] = {}
     for chunk in _chunks(ids):
         reversed_ids.update(r[0] for r in conn.execute(
             select(e.c.reverses_id).where(e.c.reverses_id.in_(chunk))))
         rows = conn.execute(select(p.c.entry_id, p.c.leg_no, p.c.side, p.c.account_id,
                                    p.c.amount).where(p.c.entry_id.in_(chunk)))
         for entry_id, leg_no, side, account_id, amount in rows:
-            pair = legs.setdefault(entry_id, {}).setdefault(leg_no, [0, 0, 0])
-            pair[side] = account_id
-            pair[2] = abs(amount)
-    built = {entry_id: tuple(Leg(v[0], v[1], v[2]) for _, v in sorted(by_leg.items()))
-             for entry_id, by_leg in legs.items()}
-    return reversed_ids, built
+            postings.setdefault(entry_id, []).append((leg_no, side, account_id, amount))
+    return reversed_ids, {entry_id: legs_from_postings(found)
+                          for entry_id, found in postings.items()}
 
 
-def _allocate_entry_ids(conn: Connection, n: int) -> list[int]:
+def _allocate_entry_ids(conn: Connection, n: int) -> Sequence[int]:
+    """Ids for up to ``n`` new entries, ascending. On PostgreSQL the ones a batch does not use
+    (replays, refused entries) are left as gaps in the sequence."""
     if n == 0:
         return []
     if conn.dialect.name == "postgresql":
@@ -272,16 +325,16 @@ def _allocate_entry_ids(conn: Connection, n: int) -> list[int]:
         return sorted(ids)
     # SQLite: the caller holds the write lock, so max(id) cannot move under us.
     top = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one()
-    return list(range(top + 1, top + 1 + n))
+    return range(top + 1, top + 1 + n)
 
 
 # -- 3. apply ------------------------------------------------------------------------------------
 
 def _apply_all(batch: _Batch, entries: Sequence[Entry], shape: list[ErrorCode | None],
-               existing: dict[str, tuple[int, bytes]]) -> list[EntryResult | int]:
-    """Results, where an int stands for 'created at this position' until ids exist."""
-    results: list[EntryResult | int] = [EntryResult(None, E.INVALID_REQUEST)] * len(entries)
-    seen: dict[str, tuple[int, bytes]] = {}
+               existing: dict[str, tuple[int, bytes]]) -> list[EntryResult]:
+    results = [EntryResult(None, E.INVALID_REQUEST)] * len(entries)
+    # key -> (position in the batch, fingerprint, id) of the entries created so far
+    seen: dict[str, tuple[int, bytes, int]] = {}
     i = 0
     while i < len(entries):
         j = i
@@ -298,7 +351,7 @@ def _apply_all(batch: _Batch, entries: Sequence[Entry], shape: list[ErrorCode | 
 
 def _apply_chain(batch: _Batch, entries: Sequence[Entry], chain: range,
                  shape: list[ErrorCode | None], existing: dict[str, tuple[int, bytes]],
-                 seen: dict[str, tuple[int, bytes]], results: list[EntryResult | int]) -> None:
+                 seen: dict[str, tuple[int, bytes, int]], results: list[EntryResult]) -> None:
     linked = len(chain) > 1
     if linked:
         saved = _save(batch, [entries[k] for k in chain])
@@ -306,7 +359,7 @@ def _apply_chain(batch: _Batch, entries: Sequence[Entry], chain: range,
         e = entries[k]
         outcome = _apply_one(batch, e, k, shape[k], existing, seen)
         results[k] = outcome
-        if isinstance(outcome, EntryResult) and not outcome.ok:
+        if outcome.error is not None:
             if linked:
                 _restore(batch, saved)
                 for other in chain:
@@ -318,8 +371,8 @@ def _apply_chain(batch: _Batch, entries: Sequence[Entry], chain: range,
 
 
 def _apply_one(batch: _Batch, e: Entry, index: int, shape_error: ErrorCode | None,
-               existing: dict[str, tuple[int, bytes]], seen: dict[str, tuple[int, bytes]]
-               ) -> EntryResult | int:
+               existing: dict[str, tuple[int, bytes]], seen: dict[str, tuple[int, bytes, int]]
+               ) -> EntryResult:
     if shape_error is not None:
         return EntryResult(None, shape_error)
     fp = e.fingerprint()
@@ -332,34 +385,35 @@ def _apply_one(batch: _Batch, e: Entry, index: int, shape_error: ErrorCode | Non
     if earlier is not None:
         if earlier[1] != fp:
             return EntryResult(None, E.EXISTS_WITH_DIFFERENT_FIELDS)
-        return -1 - earlier[0]  # replay of an entry created earlier in this batch
-    error = _apply_effects(batch, e, index)
+        return EntryResult(earlier[2], None, replayed=True)  # created earlier in this batch
+    entry_id = batch.ids[len(batch.entry_rows)]
+    error = _apply_effects(batch, e, entry_id)
     if error is not None:
         return EntryResult(None, error)
-    seen[e.key] = (index, fp)
-    batch.created.append(index)
-    batch.fingerprints.append(fp)
-    return index
+    seen[e.key] = (index, fp, entry_id)
+    batch.entry_rows.append((entry_id, e.key, int(e.kind), e.code, e.pending_id, e.reverses_id,
+                             fp, e.memo, batch.now_us))
+    return EntryResult(entry_id)
 
 
-def _apply_effects(batch: _Batch, e: Entry, index: int) -> ErrorCode | None:
+def _apply_effects(batch: _Batch, e: Entry, entry_id: int) -> ErrorCode | None:
     if e.kind == EntryKind.POSTED:
         if e.reverses_id is not None:
             error = _check_reversal(batch, e)
             if error is not None:
                 return error
-        error = _apply_legs(batch, e.legs, index, pending=False)
+        error = _apply_legs(batch, e.legs, entry_id, pending=False)
         if error is None and e.reverses_id is not None:
             # Only a reversal that applied uses up its target; a refused one leaves it free.
             batch.reversed_ids.add(e.reverses_id)
         return error
     if e.kind == EntryKind.PENDING:
-        error = _apply_legs(batch, e.legs, index, pending=True)
+        error = _apply_legs(batch, e.legs, entry_id, pending=True)
         if error is None:
             expires = batch.now_us + e.timeout_s * 1_000_000 if e.timeout_s else None
-            batch.new_holds.append((index, expires, e.legs))
+            batch.new_holds.append((entry_id, expires, e.legs))
         return error
-    return _resolve_hold(batch, e, index)
+    return _resolve_hold(batch, e, entry_id)
 
 
 def _check_reversal(batch: _Batch, e: Entry) -> ErrorCode | None:
@@ -392,6 +446,19 @@ def _account_error(batch: _Batch, legs: Sequence[Leg], *, allow_frozen: bool = F
     return None
 
 
+def _overflow_error(dp: int, cp: int, dpend: int, cpend: int) -> ErrorCode:
+    """Which counter passes ``COUNTER_MAX``, in TigerBeetle's order (all are >= 0)."""
+    if dpend > COUNTER_MAX:
+        return E.OVERFLOWS_DEBITS_PENDING
+    if cpend > COUNTER_MAX:
+        return E.OVERFLOWS_CREDITS_PENDING
+    if dp > COUNTER_MAX:
+        return E.OVERFLOWS_DEBITS_POSTED
+    if cp > COUNTER_MAX:
+        return E.OVERFLOWS_CREDITS_POSTED
+    return E.OVERFLOWS_DEBITS if dp + dpend > COUNTER_MAX else E.OVERFLOWS_CREDITS
+
+
 def _limit_error(a: _Acct, dp: int, cp: int, dpend: int, cpend: int) -> ErrorCode | None:
     if a.flags & _DMNEC and dp + dpend > cp:
         return E.INSUFFICIENT_FUNDS
@@ -400,7 +467,7 @@ def _limit_error(a: _Acct, dp: int, cp: int, dpend: int, cpend: int) -> ErrorCod
     return None
 
 
-def _apply_legs(batch: _Batch, legs: tuple[Leg, ...], index: int, *, pending: bool
+def _apply_legs(batch: _Batch, legs: tuple[Leg, ...], entry_id: int, *, pending: bool
                 ) -> ErrorCode | None:
     error = _account_error(batch, legs)
     if error is not None:
@@ -413,11 +480,15 @@ def _apply_legs(batch: _Batch, legs: tuple[Leg, ...], index: int, *, pending: bo
     for acct_id, (dd, dc) in delta.items():
         a = accts[acct_id]
         if pending:
-            error = _limit_error(a, a.dp, a.cp, a.dpend + dd, a.cpend + dc)
+            dp, cp, dpend, cpend = a.dp, a.cp, a.dpend + dd, a.cpend + dc
         else:
-            error = _limit_error(a, a.dp + dd, a.cp + dc, a.dpend, a.cpend)
-        if error is not None:
-            return error
+            dp, cp, dpend, cpend = a.dp + dd, a.cp + dc, a.dpend, a.cpend
+        if dp + dpend > COUNTER_MAX or cp + cpend > COUNTER_MAX:
+            return _overflow_error(dp, cp, dpend, cpend)
+        if a.flags:
+            error = _limit_error(a, dp, cp, dpend, cpend)
+            if error is not None:
+                return error
     if pending:
         for leg in legs:
             d, c = accts[leg.debit_account_id], accts[leg.credit_account_id]
@@ -425,13 +496,14 @@ def _apply_legs(batch: _Batch, legs: tuple[Leg, ...], index: int, *, pending: bo
             c.cpend += leg.amount
             d.dirty = c.dirty = True
         return None
-    _post_legs(batch, legs, index)
+    _post_legs(batch, legs, entry_id)
     return None
 
 
-def _post_legs(batch: _Batch, legs: Sequence[Leg], index: int) -> None:
+def _post_legs(batch: _Batch, legs: Sequence[Leg], entry_id: int) -> None:
     accts = batch.accts
     out = batch.postings
+    now_us = batch.now_us
     for leg_no, leg in enumerate(legs):
         amount = leg.amount
         if amount == 0:
@@ -440,14 +512,14 @@ def _post_legs(batch: _Batch, legs: Sequence[Leg], index: int) -> None:
         d.dp += amount
         d.seq += 1
         d.dirty = True
-        out.append((index, leg_no, 0, d.id, d.seq, -amount, d.cp - d.dp))
+        out.append((entry_id, leg_no, 0, d.id, d.seq, -amount, d.cp - d.dp, now_us))
         c.cp += amount
         c.seq += 1
         c.dirty = True
-        out.append((index, leg_no, 1, c.id, c.seq, amount, c.cp - c.dp))
+        out.append((entry_id, leg_no, 1, c.id, c.seq, amount, c.cp - c.dp, now_us))
 
 
-def _resolve_hold(batch: _Batch, e: Entry, index: int) -> ErrorCode | None:
+def _resolve_hold(batch: _Batch, e: Entry, entry_id: int) -> ErrorCode | None:
     assert e.pending_id is not None
     hold = batch.holds.get(e.pending_id)
     if hold is None:
@@ -478,14 +550,14 @@ def _resolve_hold(batch: _Batch, e: Entry, index: int) -> ErrorCode | None:
         assert d.dpend >= 0 and c.cpend >= 0
     posted = [Leg(leg.debit_account_id, leg.credit_account_id, a)
               for leg, a in zip(hold.legs, amounts, strict=True)]
-    _post_legs(batch, posted, index)
+    _post_legs(batch, posted, entry_id)
     if posting:
         hold.status = HoldStatus.POSTED
     elif e.code == "hold_expired" and expired:
         hold.status = HoldStatus.EXPIRED
     else:
         hold.status = HoldStatus.VOIDED
-    hold.resolved_local = index
+    hold.resolved_by = entry_id
     return None
 
 
@@ -502,8 +574,8 @@ def _save(batch: _Batch, chain: list[Entry]) -> tuple[dict[int, tuple[int, int, 
             ids.add(leg.debit_account_id)
             ids.add(leg.credit_account_id)
     accts = {i: batch.accts[i].snapshot() for i in ids if i in batch.accts}
-    holds = {h.id: (h.status, h.resolved_local) for h in batch.holds.values()}
-    return (accts, holds, len(batch.created), len(batch.postings), len(batch.new_holds),
+    holds = {h.id: (h.status, h.resolved_by) for h in batch.holds.values()}
+    return (accts, holds, len(batch.entry_rows), len(batch.postings), len(batch.new_holds),
             set(batch.reversed_ids))
 
 
@@ -515,9 +587,8 @@ def _restore(batch: _Batch, saved: tuple[dict[int, tuple[int, int, int, int, int
         batch.accts[acct_id].restore(snap)
     for hold_id, (status, resolved) in holds.items():
         batch.holds[hold_id].status = status
-        batch.holds[hold_id].resolved_local = resolved
-    del batch.created[n_created:]
-    del batch.fingerprints[n_created:]
+        batch.holds[hold_id].resolved_by = resolved
+    del batch.entry_rows[n_created:]
     del batch.postings[n_postings:]
     del batch.new_holds[n_holds:]
     batch.reversed_ids = reversed_ids
@@ -530,24 +601,15 @@ def _placeholders(conn: Connection, n: int) -> str:
     return ", ".join([mark] * n)
 
 
-def _write(conn: Connection, batch: _Batch, entries: Sequence[Entry],
-           local_to_id: dict[int, int]) -> None:
-    if not batch.created:
+def _write(conn: Connection, batch: _Batch) -> None:
+    if not batch.entry_rows:
         return
-    now_us = batch.now_us
-    entry_rows = []
-    for index, fp in zip(batch.created, batch.fingerprints, strict=True):
-        e = entries[index]
-        entry_rows.append((local_to_id[index], e.key, int(e.kind), e.code, e.pending_id,
-                           e.reverses_id, fp, e.memo, now_us))
     _insert(conn, "ledger_entries", "id, key, kind, code, pending_id, reverses_id, fingerprint,"
-            " memo, created_at", entry_rows)
+            " memo, created_at", batch.entry_rows)
     if batch.postings:
         _insert(conn, "ledger_postings", "entry_id, leg_no, side, account_id, account_seq,"
-                " amount, balance_after, created_at",
-                [(local_to_id[p[0]], p[1], p[2], p[3], p[4], p[5], p[6], now_us)
-                 for p in batch.postings])
-    _write_holds(conn, batch, local_to_id)
+                " amount, balance_after, created_at", batch.postings)
+    _write_holds(conn, batch)
     dirty = [(a.dp, a.cp, a.dpend, a.cpend, a.seq, a.id) for a in batch.accts.values()
              if a.dirty]
     if dirty:
@@ -591,30 +653,22 @@ def _update_accounts(conn: Connection, dirty: Sequence[tuple[object, ...]]) -> N
     assert result.rowcount == len(dirty), "an account this batch read and locked has gone"
 
 
-def _write_holds(conn: Connection, batch: _Batch, local_to_id: dict[int, int]) -> None:
+def _write_holds(conn: Connection, batch: _Batch) -> None:
     if batch.new_holds:
         conn.exec_driver_sql(
             "INSERT INTO ledger_holds (entry_id, status, expires_at, resolved_by_id) "
             f"VALUES ({_placeholders(conn, 4)})",
-            [(local_to_id[i], int(HoldStatus.PENDING), exp, None)
-             for i, exp, _ in batch.new_holds])
+            [(i, int(HoldStatus.PENDING), exp, None) for i, exp, _ in batch.new_holds])
         conn.exec_driver_sql(
             "INSERT INTO ledger_hold_legs (entry_id, leg_no, debit_account_id, "
             f"credit_account_id, amount) VALUES ({_placeholders(conn, 5)})",
-            [(local_to_id[i], n, leg.debit_account_id, leg.credit_account_id, leg.amount)
+            [(i, n, leg.debit_account_id, leg.credit_account_id, leg.amount)
              for i, _, legs in batch.new_holds for n, leg in enumerate(legs)])
-    resolved = [(int(h.status), local_to_id[h.resolved_local], h.id)
-                for h in batch.holds.values() if h.resolved_local is not None]
+    resolved = [(int(h.status), h.resolved_by, h.id)
+                for h in batch.holds.values() if h.resolved_by is not None]
     if resolved:
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         conn.exec_driver_sql(
             f"UPDATE ledger_holds SET status = {mark}, resolved_by_id = {mark} "
             f"WHERE entry_id = {mark}", resolved)
 
-
-def _finish(result: EntryResult | int, local_to_id: dict[int, int]) -> EntryResult:
-    if isinstance(result, EntryResult):
-        return result
-    if result >= 0:
-        return EntryResult(local_to_id[result])
-    return EntryResult(local_to_id[-1 - result], None, replayed=True)

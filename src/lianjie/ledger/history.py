@@ -7,6 +7,7 @@ of the last posting at or before the instant: one descending scan of the account
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Connection, select
@@ -65,6 +66,18 @@ def _entry_record(conn: Connection, row: object) -> EntryRecord:
     return EntryRecord(id=m["id"], key=m["key"], kind=EntryKind(m["kind"]), code=m["code"],
                        pending_id=m["pending_id"], reverses_id=m["reverses_id"], memo=m["memo"],
                        created_at=m["created_at"], postings=tuple(_posting(r) for r in rows))
+
+
+def legs_from_postings(postings: Iterable[tuple[int, int, int, int]]) -> tuple[Leg, ...]:
+    """An entry's legs, in order, rebuilt from its postings as ``(leg_no, side, account_id,
+    amount)`` (side 0 debits ``account_id``, 1 credits it; amounts signed or not)."""
+    by_leg: dict[int, list[int]] = {}
+    for leg_no, side, account_id, amount in postings:
+        leg = by_leg.setdefault(leg_no, [0, 0, 0])
+        leg[side] = account_id
+        leg[2] = abs(amount)
+    return tuple(Leg(debit, credit, amount) for _, (debit, credit, amount)
+                 in sorted(by_leg.items()))
 
 
 def get_hold(conn: Connection, entry_id: int) -> Hold | None:

@@ -27,6 +27,13 @@ KEY_LENGTH_MAX = 200
 LEGS_PER_ENTRY_MAX = 16
 BATCH_ENTRIES_MAX = 8190  # TigerBeetle's batch size, less the one it keeps for itself
 HOLD_TIMEOUT_S_MAX = 90 * 86_400
+# Each of an account's four counters is a BIGINT column. An entry that would carry one past it,
+# or carry posted plus pending debits (or credits) past it, fails with an ``overflows_*`` code;
+# posting a hold moves pending into posted, so it can never overflow.
+COUNTER_MAX = 2**63 - 1
+# Keys of the entries the ledger makes itself (a hold's expiry): refused in clients' entries,
+# so a client's key never collides with one of them.
+SYSTEM_KEY_PREFIX = "ledger:"
 
 
 class AccountFlags(IntFlag):

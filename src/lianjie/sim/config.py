@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import date, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Literal
 
 from lianjie.errors import ConfigError
@@ -17,7 +17,7 @@ from lianjie.errors import ConfigError
 # China has kept UTC+8 without daylight saving since 1991, so a fixed offset is exact for any
 # simulated date and needs no time zone database on the host.
 SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
-DEFAULT_START_DATE = date(2026, 1, 5)  # a Monday
+DEFAULT_START_DATE = date(2026, 1, 5)  # a Monday: SimConfig's default, for repeatable runs
 
 SIZE_MAX = 1_000_000  # agents of one kind in one run
 DAYS_MAX = 366
@@ -31,6 +31,14 @@ SERVER_START_TIMEOUT_S = 20.0
 MAINTENANCE_ROUNDS_MAX = 1000  # batches per housekeeping job before giving up on a backlog
 
 Mode = Literal["inprocess", "http"]
+
+
+def yesterday(now: datetime) -> date:
+    """The platform's previous business day (Asia/Shanghai) as of ``now``: where the command
+    line starts a simulation on an empty database, so the simulated day ends shortly before the
+    server, which runs on the system clock, records its own traffic."""
+    assert now.tzinfo is not None, "clocks are timezone-aware"
+    return now.astimezone(SHANGHAI).date() - timedelta(days=1)
 DEFAULT_BEHAVIOURS = ("shopping", "p2p", "withdrawals")
 
 
