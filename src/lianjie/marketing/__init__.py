@@ -14,6 +14,7 @@ from lianjie.marketing.campaigns import (
     do_create_campaign,
     do_create_campaign_packet,
     do_end_campaign,
+    do_fund_campaign,
     get_campaign,
     in_holdout,
     list_campaigns,
@@ -47,6 +48,13 @@ from lianjie.marketing.redpackets import (
     packet_payload,
     require_packet,
 )
+from lianjie.marketing.listing import (
+    BudgetPoint,
+    all_segments,
+    budget_history,
+    recent_packets,
+    redeemed_per_template,
+)
 from lianjie.marketing.report import campaign_report
 from lianjie.marketing.segments import (
     Segment,
@@ -60,6 +68,7 @@ from lianjie.marketing.segments import (
 from lianjie.marketing.split import all_shares, share
 
 __all__ = [
+    "BudgetPoint",
     "Campaign",
     "Coupon",
     "Grab",
@@ -70,7 +79,9 @@ __all__ = [
     "RedPacket",
     "Segment",
     "Template",
+    "all_segments",
     "all_shares",
+    "budget_history",
     "budget_left",
     "campaign_payload",
     "campaign_report",
@@ -85,6 +96,7 @@ __all__ = [
     "do_create_segment",
     "do_create_template",
     "do_end_campaign",
+    "do_fund_campaign",
     "do_expire_packets",
     "do_grab",
     "do_grab_many",
@@ -99,6 +111,8 @@ __all__ = [
     "list_campaigns",
     "members_of",
     "packet_payload",
+    "recent_packets",
+    "redeemed_per_template",
     "require_campaign",
     "require_group",
     "require_packet",
