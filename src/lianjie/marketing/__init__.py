@@ -36,6 +36,13 @@ from lianjie.marketing.coupons import (
     templates_of,
 )
 from lianjie.marketing.groups import Group, do_add_members, do_create_group, require_group
+from lianjie.marketing.listing import (
+    BudgetPoint,
+    all_segments,
+    budget_history,
+    recent_packets,
+    redeemed_per_template,
+)
 from lianjie.marketing.redpackets import (
     Grab,
     GrabRequest,
@@ -47,13 +54,6 @@ from lianjie.marketing.redpackets import (
     grabs_of,
     packet_payload,
     require_packet,
-)
-from lianjie.marketing.listing import (
-    BudgetPoint,
-    all_segments,
-    budget_history,
-    recent_packets,
-    redeemed_per_template,
 )
 from lianjie.marketing.report import campaign_report
 from lianjie.marketing.segments import (
@@ -96,8 +96,8 @@ __all__ = [
     "do_create_segment",
     "do_create_template",
     "do_end_campaign",
-    "do_fund_campaign",
     "do_expire_packets",
+    "do_fund_campaign",
     "do_grab",
     "do_grab_many",
     "do_issue_to_segment",
