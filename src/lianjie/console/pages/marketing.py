@@ -58,7 +58,8 @@ i18n.add_messages({
     "mkt.in_red_packets": ("In red packets", "红包中"),
     "mkt.segment": ("Segment", "人群"),
     "mkt.budget_chart": ("Budget over time (¥)", "预算消耗（元）"),
-    "mkt.uplift_chart": ("Treated vs holdout, per consumer", "实验组与对照组（人均）"),
+    "mkt.uplift_chart": ("Treated vs holdout per consumer (holdout = 100)",
+                         "实验组与对照组人均对比（对照组 = 100）"),
     "mkt.report": ("Report", "活动报告"),
     "mkt.issued": ("Issued", "已发放"),
     "mkt.claimed": ("Claimed", "已领取"),
@@ -69,7 +70,7 @@ i18n.add_messages({
     "mkt.payments": ("Payments", "支付笔数"),
     "mkt.gmv": ("GMV", "交易额"),
     "mkt.payments_per_consumer": ("Payments per consumer", "人均支付笔数"),
-    "mkt.gmv_per_consumer": ("GMV per consumer (¥)", "人均交易额（元）"),
+    "mkt.gmv_per_consumer": ("GMV per consumer", "人均交易额"),
     "mkt.incremental": ("Incremental payments", "增量支付笔数"),
     "mkt.cost_per_incremental": ("Cost per incremental payment", "每笔增量支付成本"),
     "mkt.new_campaign": ("New campaign", "新建活动"),
@@ -214,13 +215,15 @@ def campaign_charts(conn: Connection, campaign_id: str, tr: Any) -> dict[str, An
                   {"label": tr("mkt.remaining"),
                    "data": [major(p.remaining, exp) for p in points]}]}
     report = mkt.campaign_report(conn, campaign_id)
-    groups = [report["treated"], report["holdout"]]
-    uplift = {"labels": [tr("mkt.payments_per_consumer"), tr("mkt.gmv_per_consumer")],
-              "datasets": [{"label": tr(name), "data": [
-                  g["payments_per_consumer"] or 0,
-                  major(round(g["gmv_per_consumer"] or 0), exp)]}
-                  for name, g in zip(("mkt.treated", "mkt.holdout_group"), groups,
-                                     strict=True)]}
+    treated, holdout = report["treated"], report["holdout"]
+    metrics = ("payments_per_consumer", "gmv_per_consumer")
+    # An index (holdout = 100): payments and GMV per consumer differ in scale by far.
+    index = [round(100 * treated[m] / holdout[m], 1) if treated[m] is not None and holdout[m]
+             else None for m in metrics]
+    uplift = {"labels": [tr(f"mkt.{m}") for m in metrics], "datasets": [
+        {"label": tr("mkt.treated"), "data": index},
+        {"label": tr("mkt.holdout_group"), "data": [100.0 if holdout[m] else None
+                                                     for m in metrics]}]}
     return {"charts": {"budget": budget, "uplift": uplift}}
 
 
