@@ -1,14 +1,14 @@
 """The marketing pages in a real headless Chromium: a finance user opens a campaign, sees its
 budget chart drawn and its report, and ends it; a support user is not offered the action and is
-refused when forcing it. SQLite only, like the other browser tests; one browser per session."""
+refused when forcing it. SQLite only, like the other browser tests, sharing their browser."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from console_support import Console, cheap_hashes, console
-from test_console_browser import browser, db_kind, log_in, page
+from console_support import Console, browser, cheap_hashes, console
+from test_console_browser import db_kind, log_in, page
 
 assert console and cheap_hashes and browser and db_kind and page  # fixtures
 
