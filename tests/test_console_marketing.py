@@ -103,7 +103,7 @@ def test_finance_creates_funds_and_ends_a_campaign_audited(console: Console) -> 
         "csrf_token": console.csrf(finance, "/console/marketing")})
     assert r.status_code == 303
     cid = r.headers["location"].rsplit("/", 1)[1]
-    assert cid.startswith("cmp_")
+    assert cid.startswith("cmp_") and "Store visits" in finance.get("/console/marketing").text
     created = _budget(api, cid)
     assert (created["budget"], created["budget_left"], created["holdout_bps"]) == \
         (15_050, 15_050, 1000)

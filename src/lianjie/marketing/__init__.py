@@ -40,6 +40,7 @@ from lianjie.marketing.listing import (
     BudgetPoint,
     all_segments,
     budget_history,
+    recent_campaigns,
     recent_packets,
     redeemed_per_template,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "list_campaigns",
     "members_of",
     "packet_payload",
+    "recent_campaigns",
     "recent_packets",
     "redeemed_per_template",
     "require_campaign",

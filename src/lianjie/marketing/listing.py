@@ -9,13 +9,21 @@ from datetime import datetime
 from sqlalchemy import Connection, func, select
 
 from lianjie.ledger.schema import entries, postings
-from lianjie.marketing.campaigns import Campaign
+from lianjie.marketing.campaigns import Campaign, get_campaign
 from lianjie.marketing.redpackets import RedPacket, get_packet
-from lianjie.marketing.schema import coupons, red_packets, segments
+from lianjie.marketing.schema import campaigns, coupons, red_packets, segments
 from lianjie.marketing.segments import Segment, get_segment
 
 LIST_MAX = 200
 HISTORY_MAX = 5000
+
+
+def recent_campaigns(conn: Connection, limit: int = 100) -> list[Campaign]:
+    """The newest campaigns first."""
+    assert 0 < limit <= LIST_MAX
+    ids = conn.execute(select(campaigns.c.id).order_by(campaigns.c.created_at.desc(),
+                                                       campaigns.c.id).limit(limit)).scalars()
+    return [c for c in (get_campaign(conn, i) for i in ids) if c is not None]
 
 
 def recent_packets(conn: Connection, limit: int = 50) -> list[RedPacket]:

@@ -153,7 +153,7 @@ def _snapshot(c: mkt.Campaign, left: int) -> dict[str, Any]:
 # -- campaigns ------------------------------------------------------------------------------
 
 def _campaign_rows(conn: Connection) -> list[tuple[mkt.Campaign, int, str]]:
-    found = mkt.list_campaigns(conn, limit=101)[:100]
+    found = mkt.recent_campaigns(conn)
     names = {c.funder_id: _party_name(conn, c.funder_id) for c in found}
     return [(c, mkt.budget_left(conn, c), names[c.funder_id]) for c in found]
 
@@ -295,7 +295,7 @@ async def end_campaign(request: Request, campaign_id: str, op: Viewer) -> Respon
 
 def _coupon_rows(conn: Connection) -> list[dict[str, Any]]:
     out = []
-    for c in mkt.list_campaigns(conn, limit=101)[:100]:
+    for c in mkt.recent_campaigns(conn):
         redeemed = mkt.redeemed_per_template(conn, c.id)
         for t in mkt.templates_of(conn, c.id):
             out.append({"t": t, "campaign": c, "redeemed": redeemed.get(t.id, 0)})
