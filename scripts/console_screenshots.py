@@ -20,8 +20,10 @@ from lianjie.api import create_app, make_runtime
 from lianjie.cli import bootstrap
 from lianjie.console.cli import add_user
 from lianjie.db import make_engine
+from lianjie.marketing.schema import campaigns
 from lianjie.payments.schema import orders, parties, refunds
 from lianjie.sim import SimConfig, run_simulation
+from lianjie.sim.marketing import MarketingSimConfig, run_marketing_simulation
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
@@ -51,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", choices=["marketing"], default=None,
+                        help="photograph only this capability's page")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,12 +62,13 @@ def main() -> None:
     os.environ["LIANJIE_HOME"] = str(home)
     engine = make_engine(f"sqlite:///{home / 'lianjie.sqlite3'}")
     bootstrap(engine)
-    print(run_simulation(engine, SimConfig(seed=args.seed)).summary())
+    if args.only is None:
+        print(run_simulation(engine, SimConfig(seed=args.seed)).summary())
     add_user(engine, "admin", "admin", PASSWORD)
     with engine.connect() as conn:
-        refunded = conn.execute(select(refunds.c.order_id).limit(1)).scalar_one()
+        refunded = conn.execute(select(refunds.c.order_id).limit(1)).scalar()
         merchant = conn.execute(select(orders.c.merchant_id).where(orders.c.id == refunded)
-                                ).scalar_one()
+                                ).scalar()
         pending = conn.execute(select(parties.c.id).where(parties.c.kyc_status == "pending")
                                .limit(1)).scalar()
     port = _port()
@@ -79,23 +84,35 @@ def main() -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_context(viewport=VIEWPORT).new_page()
         page.goto(base + "/login")
-        _shoot(page, base + "/login", out / "login.png")
+        if args.only is None:
+            _shoot(page, base + "/login", out / "login.png")
         page.fill("#username", "admin")
         page.fill("#password", PASSWORD)
         page.click("#login-submit")
         page.wait_for_url(base + "/overview")
-        _shoot(page, base + "/overview", out / "overview.png", charts=True)
-        _shoot(page, base + "/merchants", out / "merchants.png")
-        _shoot(page, f"{base}/merchants/{pending or merchant}", out / "merchant.png",
-               full=True)
-        _shoot(page, base + "/payments", out / "payments.png")
-        _shoot(page, f"{base}/payments/{refunded}", out / "payment.png", full=True)
-        _shoot(page, base + "/ledger", out / "ledger.png")
-        page.goto(base + "/lang/zh?next=/console/overview")
-        _shoot(page, base + "/overview", out / "overview-zh.png", charts=True)
-        page.goto(base + "/lang/en?next=/console/overview")
+        if args.only is None:
+            _shoot_payments(page, base, out, pending or merchant, refunded)
+        # Last, so its simulated days do not move the overview's day in the shots above.
+        print(run_marketing_simulation(engine, MarketingSimConfig(seed=args.seed)).summary())
+        with engine.connect() as conn:
+            campaign = conn.execute(select(campaigns.c.id).limit(1)).scalar_one()
+        _shoot(page, f"{base}/marketing/campaigns/{campaign}", out / "console-marketing.png",
+               full=True, charts=True)
         browser.close()
     server.should_exit = True
+
+
+def _shoot_payments(page: Page, base: str, out: Path, merchant: str, refunded: str) -> None:
+    """The console's other pages, from the day the main simulation made."""
+    _shoot(page, base + "/overview", out / "overview.png", charts=True)
+    _shoot(page, base + "/merchants", out / "merchants.png")
+    _shoot(page, f"{base}/merchants/{merchant}", out / "merchant.png", full=True)
+    _shoot(page, base + "/payments", out / "payments.png")
+    _shoot(page, f"{base}/payments/{refunded}", out / "payment.png", full=True)
+    _shoot(page, base + "/ledger", out / "ledger.png")
+    page.goto(base + "/lang/zh?next=/console/overview")
+    _shoot(page, base + "/overview", out / "overview-zh.png", charts=True)
+    page.goto(base + "/lang/en?next=/console/overview")
 
 
 if __name__ == "__main__":

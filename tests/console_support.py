@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,13 @@ from lianjie.console.cli import add_user
 from lianjie.console.schema import audit
 
 PASSWORD = "correct horse battery"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+# One Chromium per test process, whichever browser-test modules import the fixture (each import
+# is a fixture of its own to pytest; Playwright's sync API runs one at a time per thread).
+_BROWSER: dict[str, Any] = {}
 ROLES = ("admin", "risk_analyst", "finance", "support")
 
 
@@ -76,3 +85,23 @@ def console(api: Api, cheap_hashes: None) -> Iterator[Console]:
     yield con
     for c in con.clients:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: .ci/run installs it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    if not _BROWSER:
+        sync_api = pytest.importorskip("playwright.sync_api")
+        p = sync_api.sync_playwright().start()
+        _BROWSER.update(playwright=p, users=0, browser=p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS))
+    _BROWSER["users"] += 1
+    yield _BROWSER["browser"]
+    _BROWSER["users"] -= 1
+    if not _BROWSER["users"]:
+        _BROWSER.pop("browser").close()
+        _BROWSER.pop("playwright").stop()
+        _BROWSER.clear()

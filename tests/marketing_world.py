@@ -88,6 +88,7 @@ def marketing_post_routes(api: Any, w: dict[str, Any]
         "/v1/red_packets/{packet_id}/grab": (f"/v1/red_packets/{packet['id']}/grab",
                                              bob["api_key"], {}),
         "/v1/campaigns": ("/v1/campaigns", op, {"name": "C", "budget": 100, "ends_at": ends}),
+        "/v1/campaigns/{campaign_id}/fund": (f"{c}/fund", op, {"amount": 100}),
         "/v1/campaigns/{campaign_id}/end": (f"/v1/campaigns/{ending['id']}/end", op, {}),
         "/v1/campaigns/{campaign_id}/red_packets": (f"{c}/red_packets", op,
                                                     {"amount": 100, "shares": 2}),

@@ -257,3 +257,21 @@ def test_racing_claims_for_the_last_coupon_issue_it_once(api: Api) -> None:
     assert sorted(r.status_code for r in results) == [201] + [400] * 5
     assert {r.json()["error"]["code"] for r in results if r.status_code == 400} == {
         "coupon_sold_out"}
+
+
+def test_a_campaign_is_topped_up_by_its_funder_until_it_ends(api: Api) -> None:
+    merchant = api.merchant(api.service_provider())
+    assert api.pay(api.consumer(5_000), api.order(merchant, 4_000)).status_code == 200
+    campaign = _campaign(api, budget=1_000, key=merchant["api_key"])
+    available = api.account_balance(merchant["id"], "merchant_available")
+    path = f"/v1/campaigns/{campaign['id']}/fund"
+    topped = api.ok("POST", path, merchant["api_key"], {"amount": 500})
+    assert (topped["budget"], topped["budget_left"]) == (1_500, 1_500)
+    assert api.account_balance(merchant["id"], "merchant_available") == available - 500
+    other = api.merchant(api.service_provider())
+    api.refused(404, "campaign_not_found", "POST", path, other["api_key"], {"amount": 1})
+    api.refused(400, "invalid_amount", "POST", path, merchant["api_key"], {"amount": 0})
+    api.ok("POST", f"/v1/campaigns/{campaign['id']}/end", merchant["api_key"], {})
+    api.refused(400, "campaign_not_active", "POST", path, merchant["api_key"], {"amount": 1})
+    assert api.account_balance(merchant["id"], "merchant_available") == available + 1_000
+    api.verify()

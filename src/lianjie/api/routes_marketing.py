@@ -68,6 +68,10 @@ class CampaignIn(Body):
     funder_id: str | None = None
 
 
+class FundIn(Body):
+    amount: StrictInt
+
+
 class CampaignPacketIn(Body):
     amount: StrictInt
     shares: StrictInt
@@ -273,6 +277,17 @@ async def end_campaign(campaign_id: str, request: Request, rt: RT, p: Caller) ->
         _own_campaign(conn, p, campaign_id, for_update=True)
         return 200, _campaign_view(conn, mkt.do_end_campaign(conn, rt.clock.now(),
                                                              campaign_id))
+
+    return await rt.mutate(request, p, action)
+
+
+@router.post("/campaigns/{campaign_id}/fund", tags=["campaigns"])
+async def fund_campaign(campaign_id: str, body: FundIn, request: Request, rt: RT,
+                        p: Caller) -> Response:
+    def action(conn: Connection) -> tuple[int, dict[str, Any]]:
+        _own_campaign(conn, p, campaign_id, for_update=True)
+        return 200, _campaign_view(conn, mkt.do_fund_campaign(conn, rt.clock.now(),
+                                                              campaign_id, body.amount))
 
     return await rt.mutate(request, p, action)
 

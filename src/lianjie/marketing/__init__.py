@@ -14,6 +14,7 @@ from lianjie.marketing.campaigns import (
     do_create_campaign,
     do_create_campaign_packet,
     do_end_campaign,
+    do_fund_campaign,
     get_campaign,
     in_holdout,
     list_campaigns,
@@ -35,6 +36,14 @@ from lianjie.marketing.coupons import (
     templates_of,
 )
 from lianjie.marketing.groups import Group, do_add_members, do_create_group, require_group
+from lianjie.marketing.listing import (
+    BudgetPoint,
+    all_segments,
+    budget_history,
+    recent_campaigns,
+    recent_packets,
+    redeemed_per_template,
+)
 from lianjie.marketing.redpackets import (
     Grab,
     GrabRequest,
@@ -60,6 +69,7 @@ from lianjie.marketing.segments import (
 from lianjie.marketing.split import all_shares, share
 
 __all__ = [
+    "BudgetPoint",
     "Campaign",
     "Coupon",
     "Grab",
@@ -70,7 +80,9 @@ __all__ = [
     "RedPacket",
     "Segment",
     "Template",
+    "all_segments",
     "all_shares",
+    "budget_history",
     "budget_left",
     "campaign_payload",
     "campaign_report",
@@ -86,6 +98,7 @@ __all__ = [
     "do_create_template",
     "do_end_campaign",
     "do_expire_packets",
+    "do_fund_campaign",
     "do_grab",
     "do_grab_many",
     "do_issue_to_segment",
@@ -99,6 +112,9 @@ __all__ = [
     "list_campaigns",
     "members_of",
     "packet_payload",
+    "recent_campaigns",
+    "recent_packets",
+    "redeemed_per_template",
     "require_campaign",
     "require_group",
     "require_packet",

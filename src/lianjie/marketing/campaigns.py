@@ -148,6 +148,26 @@ def do_create_campaign(conn: Connection, now: datetime, *, name: str, funder_id:
     return campaign
 
 
+def do_fund_campaign(conn: Connection, now: datetime, campaign_id: str, amount: int
+                     ) -> Campaign:
+    """Top up a running campaign's budget from its funder. The entry's key names the budget
+    funded before it, which only this top-up (under the campaign's row lock) can have."""
+    amount = check_amount(amount)
+    campaign = require_campaign(conn, campaign_id, for_update=True)
+    if campaign.status != "active":
+        raise DomainError(E.CAMPAIGN_NOT_ACTIVE, "an ended campaign cannot be funded",
+                          "campaign_id")
+    source = _funding_account(conn, campaign.funder_id, campaign.currency)
+    ledger.post(conn, now, Entry(key=f"campaign_fund:{campaign_id}:{campaign.budget}", legs=(
+        Leg(source, campaign.budget_account_id, amount),), code="campaign_fund",
+        memo=campaign_id))
+    conn.execute(campaigns.update().where(campaigns.c.id == campaign_id)
+                 .values(budget=campaign.budget + amount))
+    events.emit(conn, now, "campaign.funded", campaign.funder_id,
+                {"id": campaign_id, "amount": amount, "budget": campaign.budget + amount})
+    return require_campaign(conn, campaign_id)
+
+
 def do_end_campaign(conn: Connection, now: datetime, campaign_id: str) -> Campaign:
     """End a campaign: its red packets expire, then what is left of its budget (with what
     came back from them) goes back to the funder. Idempotent."""
