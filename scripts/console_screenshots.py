@@ -14,9 +14,10 @@ from pathlib import Path
 
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lianjie.api import create_app, make_runtime
+from lianjie.clearing import ClearingConfig, run_end_of_day
 from lianjie.cli import bootstrap
 from lianjie.console.cli import add_user
 from lianjie.db import make_engine
@@ -61,6 +62,10 @@ def main() -> None:
     print(run_simulation(engine, SimConfig(seed=args.seed)).summary())
     add_user(engine, "admin", "admin", PASSWORD)
     with engine.connect() as conn:
+        paid = conn.execute(select(func.max(orders.c.paid_at))).scalar_one()
+    day = ClearingConfig().business_date(paid)
+    run_end_of_day(engine, day)  # settle, seal and clear the simulated day
+    with engine.connect() as conn:
         refunded = conn.execute(select(refunds.c.order_id).limit(1)).scalar_one()
         merchant = conn.execute(select(orders.c.merchant_id).where(orders.c.id == refunded)
                                 ).scalar_one()
@@ -91,6 +96,7 @@ def main() -> None:
         _shoot(page, base + "/payments", out / "payments.png")
         _shoot(page, f"{base}/payments/{refunded}", out / "payment.png", full=True)
         _shoot(page, base + "/ledger", out / "ledger.png")
+        _shoot(page, f"{base}/eod?day={day.isoformat()}", out / "console-clearing.png")
         page.goto(base + "/lang/zh?next=/console/overview")
         _shoot(page, base + "/overview", out / "overview-zh.png", charts=True)
         page.goto(base + "/lang/en?next=/console/overview")

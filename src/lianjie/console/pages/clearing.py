@@ -27,6 +27,7 @@ from lianjie.clearing import receipts, recon, statements
 from lianjie.clearing import schema as cs
 from lianjie.console import i18n
 from lianjie.console.operators import ALL_ROLES, ConsoleRole, Operator
+from lianjie.console.pages.overview import latest_activity
 from lianjie.console.registry import Page, register
 from lianjie.console.web import (
     PREFIX,
@@ -164,9 +165,14 @@ def _day(raw: str | None, default: date) -> date:
         return default
 
 
-def _yesterday(request: Request) -> date:
+async def _last_day(request: Request) -> date:
+    """The default business day: yesterday, or the last day with payments when that is earlier
+    (a database loaded by ``lianjie demo`` opens on its simulated day)."""
     rt = runtime(request)
-    return clearing_config(request).business_date(rt.clock.now()) - timedelta(days=1)
+    cfg = clearing_config(request)
+    yesterday = cfg.business_date(rt.clock.now()) - timedelta(days=1)
+    latest = await rt.read(latest_activity)
+    return yesterday if latest is None else min(yesterday, cfg.business_date(latest))
 
 
 def _form_day(raw: str) -> date:
@@ -208,11 +214,12 @@ def eod_days(conn: Connection, cfg: clearing.ClearingConfig, now: datetime, last
 async def eod_page(request: Request, op: Viewer, day: str | None = None) -> Response:
     rt = runtime(request)
     cfg = clearing_config(request)
-    last = _day(day, _yesterday(request))
+    default = await _last_day(request)
+    last = _day(day, default)
     now = rt.clock.now()
     days = await rt.read(lambda c: eod_days(c, cfg, now, last))
     return render(request, op, "clearing_eod.html", days=days, day=last,
-                  default_day=_yesterday(request), steps=clearing.STEPS,
+                  default_day=default, steps=clearing.STEPS,
                   can_run=op.role in FINANCE_ROLES)
 
 
@@ -250,7 +257,7 @@ def settlement_day(conn: Connection, day: date) -> dict[str, Any]:
 
 @SETTLEMENT.router.get("/settlement")
 async def settlement_page(request: Request, op: Viewer, day: str | None = None) -> Response:
-    chosen = _day(day, _yesterday(request))
+    chosen = _day(day, await _last_day(request))
     found = await runtime(request).read(lambda c: settlement_day(c, chosen))
     return render(request, op, "clearing_settlement.html", day=chosen,
                   default_cap=clearing_config(request).net_debit_cap_default,
@@ -318,7 +325,7 @@ def _heads(conn: Connection) -> list[dict[str, Any]]:
 async def statements_page(request: Request, op: Viewer, day: str | None = None,
                           owner: str = "", verify: int = 0) -> Response:
     rt = runtime(request)
-    chosen = _day(day, _yesterday(request))
+    chosen = _day(day, await _last_day(request))
 
     def read(conn: Connection) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -385,7 +392,7 @@ def recon_page_data(conn: Connection, import_id: str | None) -> dict[str, Any]:
 @RECON.router.get("/reconciliation")
 async def recon_page(request: Request, op: Viewer, id: str | None = None) -> Response:
     found = await runtime(request).read(lambda c: recon_page_data(c, id))
-    return render(request, op, "clearing_recon.html", day=_yesterday(request),
+    return render(request, op, "clearing_recon.html", day=await _last_day(request),
                   formats=recon.FORMATS, outcomes=recon.OUTCOMES,
                   can_edit=op.role in FINANCE_ROLES, **found)
 
