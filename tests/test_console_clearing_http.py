@@ -5,6 +5,7 @@ error with nothing changed."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import httpx
@@ -57,6 +58,8 @@ def test_end_of_day_page_runs_a_finished_day(console: Console) -> None:
     _refused_for(console, "/console/eod/run", {"business_date": API_DAY}, "/console/eod")
     shown = _post(console, c, "/console/eod/run", {"business_date": API_DAY}, "/console/eod")
     assert "flash ok" in shown and "1 settlements, ¥11.95" in shown and "2 log entries" in shown
+    assert re.search(r"[1-9] positions, \d+ instructions", shown)
+    assert shown.count("Run end of day") == 1  # the form; no day before the sealed one runs
     row = _last_audit(console, "end_of_day")
     assert row.outcome == "ok" and row.username == "finance" and row.target == API_DAY
     assert '"settled": 1' in row.after or '"settled":1' in row.after

@@ -23,7 +23,7 @@ from lianjie import clearing
 from lianjie import payments as pay
 from lianjie.api.routes_clearing import MEDIA, clearing_config
 from lianjie.api.runtime import runtime
-from lianjie.clearing import receipts, recon, statements
+from lianjie.clearing import log, receipts, recon, statements
 from lianjie.clearing import schema as cs
 from lianjie.console import i18n
 from lianjie.console.operators import ALL_ROLES, ConsoleRole, Operator
@@ -43,13 +43,13 @@ from lianjie.money import currency, to_minor
 from lianjie.payments import PartyKind
 from lianjie.payments.schema import orders
 
-EOD = register(Page("eod", "/eod", "nav.eod", roles=ALL_ROLES, order=50))
+EOD = register(Page("eod", "/eod", "nav.eod", roles=ALL_ROLES, order=60))
 SETTLEMENT = register(Page("settlement", "/settlement", "nav.settlement", roles=ALL_ROLES,
-                           order=52))
+                           order=62))
 STATEMENTS = register(Page("statements", "/statements", "nav.statements", roles=ALL_ROLES,
-                           order=54))
+                           order=64))
 RECON = register(Page("reconciliation", "/reconciliation", "nav.reconciliation",
-                      roles=ALL_ROLES, order=56))
+                      roles=ALL_ROLES, order=66))
 Viewer = Annotated[Operator, Depends(guard(EOD))]
 FINANCE_ROLES = frozenset({ConsoleRole.ADMIN, ConsoleRole.FINANCE})
 DAYS_SHOWN = 7
@@ -195,6 +195,8 @@ def eod_days(conn: Connection, cfg: clearing.ClearingConfig, now: datetime, last
     for r in conn.execute(select(cs.steps).where(cs.steps.c.business_date.between(first, last))):
         steps.setdefault(r.business_date, {})[r.step] = json.loads(r.result)
     paid = orders
+    latest = log.latest_head(conn)
+    sealed = None if latest is None else latest.business_date
     out = []
     for n in range(DAYS_SHOWN):
         day = last - timedelta(days=n)
@@ -203,7 +205,10 @@ def eod_days(conn: Connection, cfg: clearing.ClearingConfig, now: datetime, last
                                                                        0))
                                     .where(paid.c.paid_at >= start, paid.c.paid_at < end)).one()
         run = runs.get(day)
-        out.append({"day": day, "over": now >= end, "status": run.status if run else "not_run",
+        status = run.status if run else "not_run"
+        # days close in order: one before the last sealed day can no longer be run
+        runnable = now >= end and status != "done" and (sealed is None or day > sealed)
+        out.append({"day": day, "over": now >= end, "status": status, "runnable": runnable,
                     "started_at": run.started_at if run else None,
                     "finished_at": run.finished_at if run else None,
                     "steps": steps.get(day, {}), "payments": count, "takings": total})
