@@ -122,6 +122,9 @@ def test_statements_downloads_and_verify_chain(console: Console) -> None:
     assert c.get(f"/console/statements/mch_nobody/{API_DAY}.csv").status_code == 404
     assert c.get(f"/console/statements/{merchant['id']}/{API_DAY}.pdf").status_code == 404
     assert "The chain verifies: 1 signed heads" in c.get("/console/statements?verify=1").text
+    c.get("/console/lang/zh?next=/console/statements")
+    assert "哈希链校验通过" in c.get("/console/statements?verify=1").text
+    c.get("/console/lang/en?next=/console/statements")
     receipt = c.get(f"/console/receipts/{order['id']}.json")
     assert receipt.status_code == 200 and receipt.json()["object"] == "e_receipt"
     detail = c.get(f"/console/payments/{order['id']}").text
