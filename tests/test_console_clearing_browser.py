@@ -2,7 +2,7 @@
 finished day, downloads a statement, uploads the partner's file with a planted break and
 resolves it with a reason; support is refused running end of day.
 
-Shares the browser fixtures of ``test_console_browser`` (SQLite only, as there).
+Shares the browser fixtures of ``console_support`` (SQLite only, one Chromium per session).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clearing_helpers import API_DAY, paid_day, plant_break
-from console_support import Console, cheap_hashes, console
-from test_console_browser import browser, db_kind, log_in, page
+from console_support import Console, browser, cheap_hashes, console, db_kind, log_in, page
 
 assert console and cheap_hashes and browser and db_kind and page  # fixtures
 
