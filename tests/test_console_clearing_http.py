@@ -97,7 +97,7 @@ def test_settlement_page_caps_and_terms(console: Console) -> None:
     api.clock.advance(timedelta(hours=17))
     api.ok("POST", "/v1/clearing/end_of_day", api.operator_key, {"business_date": API_DAY})
     page = console.login("support").get(f"/console/settlement?day={API_DAY}").text
-    assert "¥11.95" in page and merchant["id"] in page  # T+0: paid out the same day
+    assert "¥11.95" in page and merchant["id"] in page and "1 in all" in page  # T+0
     assert "cap exceeded" in page  # owes ¥500.00 (the top-up), cap ¥100.00
     assert 'id="set-cap"' not in page  # support reads, does not set
 

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 from starlette.responses import Response
 
 from lianjie import clearing
@@ -53,6 +53,7 @@ RECON = register(Page("reconciliation", "/reconciliation", "nav.reconciliation",
 Viewer = Annotated[Operator, Depends(guard(EOD))]
 FINANCE_ROLES = frozenset({ConsoleRole.ADMIN, ConsoleRole.FINANCE})
 DAYS_SHOWN = 7
+PAYOUTS_SHOWN = 200  # the largest of the day; the total counts them all
 FORMATS = ("csv", "camt053", "mt940", "proofs")
 EXTENSIONS = {"csv": "csv", "camt053": "xml", "mt940": "sta", "proofs": "json"}
 
@@ -79,6 +80,8 @@ i18n.add_messages({
     "clr.payments": ("Payments", "支付笔数"),
     "clr.takings": ("Takings", "交易额"),
     "clr.payouts": ("Merchant payouts", "商户结算款"),
+    "clr.total": ("{n} in all", "共 {n} 笔"),
+    "clr.largest": ("the {n} largest are shown", "仅显示金额最大的 {n} 笔"),
     "clr.positions": ("Institutions' net positions", "机构净头寸"),
     "clr.instructions": ("Settlement instructions", "结算指令"),
     "clr.merchant": ("Merchant", "商户"),
@@ -247,13 +250,19 @@ async def run_eod(request: Request, op: Viewer) -> Response:
 
 def settlement_day(conn: Connection, day: date) -> dict[str, Any]:
     s, p, i = cs.settlements, cs.positions, cs.instructions
+    count, total = conn.execute(select(func.count(), func.coalesce(func.sum(s.c.amount), 0))
+                                .where(s.c.business_date == day)).one()
     return {
         "settlements": conn.execute(select(s).where(s.c.business_date == day)
-                                    .order_by(s.c.merchant_id, s.c.currency)).all(),
+                                    .order_by(s.c.amount.desc(), s.c.merchant_id)
+                                    .limit(PAYOUTS_SHOWN)).all(),
+        "payout_count": count, "payout_total": total,
         "positions": conn.execute(select(p).where(p.c.business_date == day)
                                   .order_by(p.c.institution_id, p.c.currency)).all(),
-        "instructions": conn.execute(select(i).where(i.c.business_date == day)
-                                     .order_by(i.c.reference)).all(),
+        # between institutions, and any held (a merchant's payout is in the table above)
+        "instructions": conn.execute(select(i).where(
+            i.c.business_date == day, or_(i.c.kind != "merchant_payout", i.c.status == "held"))
+            .order_by(i.c.status, i.c.reference)).all(),
         "caps": conn.execute(select(cs.caps).order_by(cs.caps.c.institution_id)).all(),
         "terms": conn.execute(select(cs.terms).order_by(cs.terms.c.merchant_id)).all(),
         "institutions": pay.list_parties(conn, PartyKind.INSTITUTION, limit=100),
