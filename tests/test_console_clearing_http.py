@@ -6,6 +6,7 @@ error with nothing changed."""
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 
 import httpx
@@ -188,4 +189,28 @@ def test_reconciliation_upload_and_resolve(console: Console) -> None:
     assert row.outcome == "ok" and row.target == item_id and "resolved" in row.after
     shown = _post(console, c, path, {"reason": "again"}, "/console/reconciliation")
     assert "invalid_state_transition" in shown
+    api.verify()
+
+
+def test_two_operators_run_end_of_day_at_once(console: Console) -> None:
+    api = console.api
+    paid_day(api)
+    api.clock.advance(timedelta(hours=17))
+    clients = [console.login("finance"), console.login("admin")]
+    tokens = [console.csrf(c, "/console/eod") for c in clients]
+    results: list[int] = []
+
+    def run(i: int) -> None:
+        r = clients[i].post("/console/eod/run", data={"business_date": API_DAY,
+                                                      "csrf_token": tokens[i]})
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [303, 303]
+    assert api.count("clearing_settlements") == 1 and api.count("clearing_log_heads") == 1
+    assert [r.outcome for r in console.audit_rows() if r.action == "end_of_day"] == ["ok", "ok"]
     api.verify()
