@@ -14,9 +14,10 @@ from pathlib import Path
 
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lianjie.api import create_app, make_runtime
+from lianjie.clearing import ClearingConfig, run_end_of_day
 from lianjie.cli import bootstrap
 from lianjie.console.cli import add_user
 from lianjie.db import make_engine
@@ -66,6 +67,11 @@ def main() -> None:
         print(run_simulation(engine, SimConfig(seed=args.seed)).summary())
     add_user(engine, "admin", "admin", PASSWORD)
     with engine.connect() as conn:
+        paid = conn.execute(select(func.max(orders.c.paid_at))).scalar_one()
+    day = ClearingConfig().business_date(paid) if paid is not None else None
+    if day is not None:
+        run_end_of_day(engine, day)  # settle, seal and clear the simulated day
+    with engine.connect() as conn:
         refunded = conn.execute(select(refunds.c.order_id).limit(1)).scalar()
         merchant = conn.execute(select(orders.c.merchant_id).where(orders.c.id == refunded)
                                 ).scalar()
@@ -90,8 +96,9 @@ def main() -> None:
         page.fill("#password", PASSWORD)
         page.click("#login-submit")
         page.wait_for_url(base + "/overview")
-        if args.only is None:
+        if args.only is None and day is not None:
             _shoot_payments(page, base, out, pending or merchant, refunded)
+            _shoot(page, f"{base}/eod?day={day.isoformat()}", out / "console-clearing.png")
         # Last, so its simulated days do not move the overview's day in the shots above.
         print(run_marketing_simulation(engine, MarketingSimConfig(seed=args.seed)).summary())
         with engine.connect() as conn:

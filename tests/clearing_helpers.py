@@ -3,9 +3,12 @@ written through the payments context, on a manual clock."""
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +110,34 @@ def make_world(engine: Engine, tmp_path: Path, merchants: int = 2, consumers: in
     w.run(unit)
     w.cfg = ClearingConfig(payout_institution_id=w.bank)  # both banks joined at one instant
     return w
+
+
+# -- for the console's clearing pages (over real HTTP) ------------------------------------------
+
+API_DAY = "2026-01-05"  # the api fixture's clock starts at 08:00 Shanghai time on this day
+
+
+def paid_day(api: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A consumer topped up at the bank pays a merchant ¥12.00 on ``API_DAY``; (merchant,
+    order)."""
+    consumer = api.consumer(funds=500_00)
+    merchant = api.merchant()
+    order = api.order(merchant, 12_00)
+    assert api.pay(consumer, order).status_code == 200
+    return merchant, order
+
+
+def plant_break(statement_csv: str, cents: int = 1) -> tuple[str, str]:
+    """The statement with its first entry line off by ``cents`` (the partner's books disagree):
+    the file and the reference of the planted break."""
+    rows = list(csv.reader(io.StringIO(statement_csv)))
+    head = rows[0]
+    ref, credit, debit = head.index("reference"), head.index("credit"), head.index("debit")
+    for row in rows[1:]:
+        if row[ref].startswith("txf_"):
+            col = credit if row[credit] else debit
+            row[col] = f"{Decimal(row[col]) + Decimal(cents) / 100:f}"
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\n").writerows(rows)
+            return out.getvalue(), row[ref]
+    raise AssertionError("no entry line in the statement")

@@ -20,14 +20,12 @@ from lianjie.console.cli import add_user
 from lianjie.console.schema import audit
 
 PASSWORD = "correct horse battery"
+ROLES = ("admin", "risk_analyst", "finance", "support")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-# One Chromium per test process, whichever browser-test modules import the fixture (each import
-# is a fixture of its own to pytest; Playwright's sync API runs one at a time per thread).
-_BROWSER: dict[str, Any] = {}
-ROLES = ("admin", "risk_analyst", "finance", "support")
+TIMEOUT_MS = 15_000
 
 
 @dataclass
@@ -87,21 +85,53 @@ def console(api: Api, cheap_hashes: None) -> Iterator[Console]:
         c.close()
 
 
+# -- browser tests (one Chromium per test session, a fresh context per test) -------------------
+
+_SHARED: dict[str, Any] = {"users": 0}
+
+
+@pytest.fixture(params=["sqlite"])
+def db_kind(request: pytest.FixtureRequest) -> str:
+    """Browser tests run on SQLite only: the HTTP tests cover both databases."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    """pytest makes one session fixture per module importing this one, so they share one
+    Playwright and one Chromium here (Playwright's sync API allows one per thread)."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is missing: .ci/run installs it")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    if not _BROWSER:
-        sync_api = pytest.importorskip("playwright.sync_api")
-        p = sync_api.sync_playwright().start()
-        _BROWSER.update(playwright=p, users=0, browser=p.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS))
-    _BROWSER["users"] += 1
-    yield _BROWSER["browser"]
-    _BROWSER["users"] -= 1
-    if not _BROWSER["users"]:
-        _BROWSER.pop("browser").close()
-        _BROWSER.pop("playwright").stop()
-        _BROWSER.clear()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not _SHARED["users"]:
+        _SHARED["playwright"] = sync_api.sync_playwright().start()
+        _SHARED["browser"] = _SHARED["playwright"].chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    _SHARED["users"] += 1
+    try:
+        yield _SHARED["browser"]
+    finally:
+        _SHARED["users"] -= 1
+        if not _SHARED["users"]:
+            _SHARED.pop("browser").close()
+            _SHARED.pop("playwright").stop()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def log_in(page: Any, console: Console, username: str) -> None:
+    page.goto(console.url + "/overview")
+    assert "/console/login" in page.url
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(re.compile(r".*/console/overview.*"))

@@ -9,39 +9,11 @@ only: the HTTP tests cover both databases, and these are about what the browser 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
+from console_support import Console, browser, cheap_hashes, console, db_kind, log_in, page
 
-from console_support import PASSWORD, Console, browser, cheap_hashes, console
-
-assert console and cheap_hashes and browser  # fixtures
-
-TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(params=["sqlite"])
-def db_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    yield pg
-    context.close()
-
-
-def log_in(page: Any, console: Console, username: str) -> None:
-    page.goto(console.url + "/overview")
-    assert "/console/login" in page.url
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("#login-submit")
-    page.wait_for_url(re.compile(r".*/console/overview.*"))
+assert console and cheap_hashes and browser and db_kind and page  # fixtures
 
 
 def test_log_in_see_charts_and_approve_a_merchant(console: Console, page: Any) -> None:

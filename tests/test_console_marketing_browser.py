@@ -7,8 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from console_support import Console, browser, cheap_hashes, console
-from test_console_browser import db_kind, log_in, page
+from console_support import Console, browser, cheap_hashes, console, db_kind, log_in, page
 
 assert console and cheap_hashes and browser and db_kind and page  # fixtures
 

@@ -34,7 +34,7 @@ MEDIA = {"csv": "text/csv; charset=utf-8", "camt053": "application/xml",
          "mt940": "text/plain; charset=utf-8", "proofs": "application/json"}
 
 
-def _cfg(request: Request) -> clearing.ClearingConfig:
+def clearing_config(request: Request) -> clearing.ClearingConfig:
     found = getattr(request.app.state, "clearing_config", None)
     return found if isinstance(found, clearing.ClearingConfig) else clearing.ClearingConfig()
 
@@ -77,7 +77,7 @@ async def end_of_day(body: EodIn, request: Request, rt: RT, p: Caller) -> Respon
     returns the finished day's report."""
     require_role(p, Role.OPERATOR)
     idempotency.check_key(request.headers.get("idempotency-key"))
-    cfg = _cfg(request)
+    cfg = clearing_config(request)
     report = await anyio.to_thread.run_sync(lambda: clearing.run_end_of_day(
         rt.engine, body.business_date, clock=rt.clock, cfg=cfg))
     return json(report.as_json())
@@ -121,7 +121,7 @@ async def consistency(rt: RT, p: Caller, first: date, second: date) -> Response:
 async def statement(owner_id: str, business_date: date,
                     fmt: Literal["csv", "camt053", "mt940", "proofs"], request: Request, rt: RT,
                     p: Caller) -> Response:
-    cfg = _cfg(request)
+    cfg = clearing_config(request)
 
     def read(conn: Connection) -> bytes:
         if not owner_visible(p, owner_id, conn):
@@ -227,7 +227,7 @@ def _institution(p: Principal, named: str | None) -> str:
 @router.post("/clearing/reconciliations", status_code=201, tags=["clearing"])
 async def import_file(body: ReconIn, request: Request, rt: RT, p: Caller) -> Response:
     institution = _institution(p, body.institution_id)
-    cfg = _cfg(request)
+    cfg = clearing_config(request)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         return 201, recon.do_import(conn, rt.clock.now(), cfg, institution, body.business_date,
@@ -268,7 +268,7 @@ async def set_terms(merchant_id: str, body: TermsIn, request: Request, rt: RT,
                     p: Caller) -> Response:
     """A merchant's settlement delay (0: T+0, 1: T+1, ...) and the institution paying it."""
     require_role(p, Role.OPERATOR)
-    cfg = _cfg(request)
+    cfg = clearing_config(request)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         return 200, terms.do_set_settlement_terms(conn, rt.clock.now(), cfg, merchant_id,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote
 
+import anyio
 import orjson
 from fastapi import Depends, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -33,7 +34,8 @@ from lianjie.money import currency, format_amount
 PREFIX = "/console"
 SESSION_COOKIE = "lianjie_console"
 FLASH_COOKIE = "lianjie_flash"
-FORM_BYTES_MAX = 64 * 1024
+# Large enough for a partner's reconciliation file loaded into a form (the API takes more).
+FORM_BYTES_MAX = 4 * 1024 * 1024
 # Business days are China's (UTC+8, no daylight saving), as the simulator's are.
 BUSINESS_TZ = timezone(timedelta(hours=8))
 
@@ -178,13 +180,7 @@ async def act(request: Request, op: Operator, *, action: str, target: str | None
     """Run an operator action: CSRF, role, the change and its audit row, then back to ``back``
     with a message. Refusals are audited and shown; nothing else changes."""
     rt = runtime(request)
-    form = await read_form(request)
-    if not check_csrf(op, form):
-        await _record_refusal(rt, op, action, target, "csrf_refused")
-        raise Refused("csrf")
-    if op.role not in roles:
-        await _record_refusal(rt, op, action, target, "role_refused")
-        raise Refused("role", what=f"action.{action}")
+    await _allowed(request, rt, op, action, target, roles)
 
     def unit(conn: Connection) -> None:
         now = rt.clock.now()
@@ -195,10 +191,48 @@ async def act(request: Request, op: Operator, *, action: str, target: str | None
     try:
         await rt.write(unit)
     except DomainError as exc:
-        await _record_refusal(rt, op, action, target, exc.code.value, exc.message)
-        return redirect(back, ("error", f"{exc.code.value}: {exc.message}"))
+        return await _refused(rt, op, action, target, exc, back)
     lang = language(request)
     return redirect(back, ("ok", i18n.translate(lang, "done")))
+
+
+async def _allowed(request: Request, rt: Runtime, op: Operator, action: str, target: str | None,
+                   roles: frozenset[ConsoleRole]) -> None:
+    form = await read_form(request)
+    if not check_csrf(op, form):
+        await _record_refusal(rt, op, action, target, "csrf_refused")
+        raise Refused("csrf")
+    if op.role not in roles:
+        await _record_refusal(rt, op, action, target, "role_refused")
+        raise Refused("role", what=f"action.{action}")
+
+
+async def _refused(rt: Runtime, op: Operator, action: str, target: str | None,
+                   exc: DomainError, back: str) -> Response:
+    await _record_refusal(rt, op, action, target, exc.code.value, exc.message)
+    return redirect(back, ("error", f"{exc.code.value}: {exc.message}"))
+
+
+# () -> (before, after): a job that commits in units of its own (end of day), in a thread.
+Job = Callable[[], tuple[dict[str, Any] | None, dict[str, Any] | None]]
+
+
+async def act_job(request: Request, op: Operator, *, action: str, target: str | None,
+                  roles: frozenset[ConsoleRole], job: Job, back: str) -> Response:
+    """``act`` for a job that is not one unit of work (end of day commits step by step and is
+    resumable): the same CSRF and role checks, the job in a worker thread, then its audit row.
+    A refused job (a ``DomainError``) is audited and shown like any refusal."""
+    rt = runtime(request)
+    await _allowed(request, rt, op, action, target, roles)
+    try:
+        before, after = await anyio.to_thread.run_sync(job)
+    except DomainError as exc:
+        return await _refused(rt, op, action, target, exc, back)
+    now = rt.clock.now()
+    await rt.write(lambda c: audit.record(c, now, user_id=op.id, username=op.username,
+                                          role=op.role.value, action=action, target=target,
+                                          before=before, after=after))
+    return redirect(back, ("ok", i18n.translate(language(request), "done")))
 
 
 def day_bounds(day: str | None, latest: datetime | None) -> tuple[datetime, datetime, str]:

@@ -76,6 +76,18 @@
         if (!document.hidden) { refresh(src); }
       }, sources[src] * 1000);
     });
+    // A file picked in <input type=file data-into=ID> is read into that textarea, so the
+    // form posts it as ordinary (urlencoded, CSRF-checked) text.
+    document.querySelectorAll("input[type=file][data-into]").forEach(function (input) {
+      input.addEventListener("change", function () {
+        var target = document.getElementById(input.dataset.into);
+        if (!target || !input.files.length) { return; }
+        input.files[0].text().then(function (text) {
+          target.value = text;
+          target.dispatchEvent(new Event("input"));
+        });
+      });
+    });
     document.querySelectorAll("form[data-confirm]").forEach(function (f) {
       f.addEventListener("submit", function (e) {
         if (!window.confirm(f.dataset.confirm)) { e.preventDefault(); }
