@@ -5,6 +5,7 @@ outside every context package.
 """
 
 import lianjie.api.schema
+import lianjie.credit.schema
 import lianjie.events
 import lianjie.ledger.schema
 import lianjie.payments.schema

@@ -30,6 +30,10 @@ _STATUS: dict[ErrorCode, int] = {
     E.DUPLICATE_OUT_TRADE_NO: 409, E.DUPLICATE_OUT_REFUND_NO: 409,
     E.ORDER_ALREADY_PAID: 409, E.EXISTS_WITH_DIFFERENT_FIELDS: 409,
     E.INSUFFICIENT_FUNDS: 402,
+    # credit
+    E.PRODUCT_NOT_FOUND: 404, E.APPLICATION_NOT_FOUND: 404, E.LOAN_NOT_FOUND: 404,
+    E.APPLICATION_ALREADY_OPEN: 409, E.FUNDER_LIMIT_EXCEEDED: 409,
+    E.OFFER_NOT_APPROVED: 409, E.OFFER_EXPIRED: 409, E.LOAN_NOT_ACTIVE: 409,
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",

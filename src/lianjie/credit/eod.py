@@ -1,0 +1,207 @@
+"""The credit end-of-day job for one business day, run before merchant settlement.
+
+Steps, in order, each in its own transaction together with its row in ``credit_eod_steps``,
+so the job is idempotent (a finished step is skipped: running twice accrues once) and resumable
+(a crash rolls the unfinished step back, and the next run does it):
+
+1. ``receipts``: for loans whose product takes a share of daily receipts, that share of the
+   merchant's receipts of the day (paid orders net of fee), capped at what is owed and at the
+   merchant's pending balance, is taken from ``merchant_pending`` as a repayment.
+2. ``accrue``: one day of Actual/365 interest on every active loan's outstanding principal,
+   set-based in SQL; the day's total per currency is split between funders with ``allocate``
+   (weights: each funder's share of each loan's interest) and booked as one ledger entry.
+3. ``delinquency``: days past due for every active loan (set-based); for loans in arrears,
+   penalty interest on the overdue amount and, on the first day in arrears, the late fee.
+4. ``write_off``: loans at or past their product's ``writeoff_dpd`` are written off.
+5. ``expire_offers``: offers past their expiry free the merchant to apply again.
+
+Days not yet run before ``business_day`` are run first, in order (at most ``CATCH_UP_DAYS_MAX``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+
+from lianjie import ledger
+from lianjie.clock import to_us
+from lianjie.committer import run_now
+from lianjie.credit import loans as L
+from lianjie.credit import schedule
+from lianjie.credit.funding import account, post_legs
+from lianjie.credit.schema import applications, eod_steps, loans
+from lianjie.ledger import Leg, Purpose
+from lianjie.money import allocate
+
+STEPS = ("receipts", "accrue", "delinquency", "write_off", "expire_offers")
+CATCH_UP_DAYS_MAX = 400
+DAY_US = 86_400 * 1_000_000
+Runner = Callable[[Callable[[Connection], Any]], Any]
+
+
+def run_end_of_day(target: Engine | Connection, business_date: date, *,
+                   now: datetime | None = None, runner: Runner | None = None) -> dict[str, int]:
+    """Run every unfinished step of every unfinished day up to ``business_date``.
+
+    ``target`` is an engine (each step in its own transaction) or a connection already in a
+    transaction (everything in it). Returns items done per step for ``business_date``."""
+    day = schedule.day_of(business_date)
+    when = now or datetime.combine(business_date, time(23, 59, 59), tzinfo=UTC)
+
+    def run(unit: Callable[[Connection], Any]) -> Any:
+        if runner is not None:
+            return runner(unit)
+        if isinstance(target, Connection):
+            return unit(target)
+        return run_now(target, unit)
+
+    first = min(day, run(lambda c: _first_day(c, day)))
+    done: dict[str, int] = {}
+    for d in range(max(first, day - CATCH_UP_DAYS_MAX), day + 1):
+        for step in STEPS:
+            n = run(lambda c, d=d, step=step: _step(c, when, d, step))
+            if d == day:
+                done[step] = n
+    return done
+
+
+def _first_day(conn: Connection, day: int) -> int:
+    last = conn.execute(select(func.max(eod_steps.c.business_day)).where(
+        eod_steps.c.step == STEPS[-1])).scalar()
+    if last is not None:
+        return int(last) + 1
+    first_loan = conn.execute(select(func.min(loans.c.disbursed_day))).scalar()
+    return day if first_loan is None else min(day, int(first_loan))
+
+
+def _step(conn: Connection, now: datetime, day: int, step: str) -> int:
+    t = eod_steps
+    if conn.execute(select(t.c["items"]).where(t.c.business_day == day, t.c.step == step)
+                    ).first() is not None:
+        return -1
+    n = _STEP_FNS[step](conn, now, day)
+    conn.execute(t.insert().values(business_day=day, step=step, items=n, finished_at=now))
+    return n
+
+
+def _receipts(conn: Connection, now: datetime, day: int) -> int:
+    start = to_us(datetime.combine(schedule.date_of(day), time(0), tzinfo=now.tzinfo))
+    rows = conn.execute(text(
+        "SELECT l.id, l.merchant_id, l.currency, p.receipt_share_bps, "
+        "  (SELECT COALESCE(SUM(o.amount - o.fee_amount), 0) FROM payment_orders o "
+        "   WHERE o.merchant_id = l.merchant_id AND o.status = 'paid' "
+        "   AND o.paid_at >= :start AND o.paid_at < :end) AS receipts "
+        "FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
+        "WHERE l.status = 'active' AND p.receipt_share_bps > 0 AND l.disbursed_day <= :day "
+        "ORDER BY l.id"), {"start": start, "end": start + DAY_US, "day": day}).all()
+    n = 0
+    for loan_id, merchant_id, cur, share_bps, receipts in rows:
+        pending = account(conn, now, merchant_id, Purpose.MERCHANT_PENDING, cur)
+        balance = ledger.require_account(conn, pending).available
+        loan = L.require_loan(conn, loan_id)
+        take = min(int(receipts) * share_bps // 10_000, L.owed(loan), max(balance, 0))
+        if take > 0:
+            L.apply_repayment(conn, now, loan_id, take, source="receipts",
+                              debit_account=pending, key=f"credit:receipts:{loan_id}:{day}")
+            n += 1
+    return n
+
+
+_DAILY = "((l.principal_outstanding * l.rate_bps + 1825000) / 3650000)"
+
+
+def _accrue(conn: Connection, now: datetime, day: int) -> int:
+    where = "l.status = 'active' AND l.accrued_through_day < :day AND l.disbursed_day <= :day"
+    weights = conn.execute(text(
+        f"SELECT l.currency, f.funder_id, SUM({_DAILY} * f.share_bps) FROM credit_loans l "
+        f"JOIN credit_loan_funders f ON f.loan_id = l.id WHERE {where} "
+        "GROUP BY l.currency, f.funder_id ORDER BY l.currency, f.funder_id"), {"day": day}).all()
+    totals = dict(conn.execute(text(
+        f"SELECT l.currency, SUM({_DAILY}) FROM credit_loans l WHERE {where} "
+        "GROUP BY l.currency"), {"day": day}).all())
+    n = conn.execute(text(
+        f"UPDATE credit_loans SET interest_unpaid = interest_unpaid + "
+        f"{_DAILY.replace('l.', '')}, accrued_through_day = :day "
+        f"WHERE {where.replace('l.', '')}"), {"day": day}).rowcount
+    _book(conn, now, day, "accrue", weights, totals, Purpose.INTEREST_RECEIVABLE,
+          Purpose.INTEREST_INCOME)
+    return int(n)
+
+
+def _book(conn: Connection, now: datetime, day: int, what: str, weights: list[Any],
+          totals: dict[str, int], receivable: Purpose, income: Purpose) -> None:
+    """One entry per currency: each funder's part of the day's total, by its weight."""
+    by_cur: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for cur, funder_id, weight in weights:
+        by_cur[cur].append((funder_id, int(weight)))
+    for cur, total in totals.items():
+        total = int(total or 0)
+        pairs = [(f, w) for f, w in by_cur[cur] if w > 0]
+        if total == 0 or not pairs:
+            continue
+        legs = [Leg(account(conn, now, f, receivable, cur), account(conn, now, f, income, cur),
+                    part) for (f, _), part in zip(pairs, allocate(total, [w for _, w in pairs]),
+                                                  strict=True) if part]
+        post_legs(conn, now, f"credit:{what}:{day}:{cur}", f"loan_{what}", legs)
+
+
+def _delinquency(conn: Connection, now: datetime, day: int) -> int:
+    conn.execute(text(
+        "UPDATE credit_loans SET dpd = CASE WHEN unpaid_since_day IS NOT NULL AND "
+        "unpaid_since_day < :day THEN :day - unpaid_since_day ELSE 0 END "
+        "WHERE status = 'active'"), {"day": day})
+    rows = conn.execute(text(
+        "SELECT l.id, l.currency, l.penalty_rate_bps, l.dpd, p.late_fee, "
+        "  (SELECT MAX(i.cum_due) FROM credit_instalments i WHERE i.loan_id = l.id "
+        "   AND i.due_day < :day) - l.scheduled_paid AS overdue "
+        "FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
+        "WHERE l.status = 'active' AND l.dpd > 0 ORDER BY l.id"), {"day": day}).all()
+    penalties: dict[str, int] = defaultdict(int)
+    fees: dict[str, int] = defaultdict(int)
+    pw: dict[tuple[str, str], int] = defaultdict(int)
+    fw: dict[tuple[str, str], int] = defaultdict(int)
+    for loan_id, cur, rate, dpd, late_fee, overdue in rows:
+        penalty = schedule.daily_interest(max(int(overdue or 0), 0), rate)
+        fee = late_fee if dpd == 1 else 0
+        if not penalty and not fee:
+            continue
+        conn.execute(loans.update().where(loans.c.id == loan_id).values(
+            penalty_unpaid=loans.c.penalty_unpaid + penalty, fee_unpaid=loans.c.fee_unpaid + fee))
+        penalties[cur] += penalty
+        fees[cur] += fee
+        for f in L.require_loan(conn, loan_id)["funders"]:
+            pw[(cur, f["funder_id"])] += penalty * f["share_bps"]
+            fw[(cur, f["funder_id"])] += fee * f["share_bps"]
+    _book(conn, now, day, "penalty", [(c, f, w) for (c, f), w in sorted(pw.items())],
+          dict(penalties), Purpose.PENALTY_RECEIVABLE, Purpose.PENALTY_INCOME)
+    _book(conn, now, day, "late_fee", [(c, f, w) for (c, f), w in sorted(fw.items())],
+          dict(fees), Purpose.FEE_RECEIVABLE, Purpose.FEE_INCOME)
+    return len(rows)
+
+
+def _write_off(conn: Connection, now: datetime, day: int) -> int:
+    ids = conn.execute(text(
+        "SELECT l.id FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
+        "WHERE l.status = 'active' AND l.dpd >= p.writeoff_dpd ORDER BY l.id")).scalars().all()
+    for loan_id in ids:
+        L.do_write_off(conn, now, loan_id)
+    return len(ids)
+
+
+def _expire_offers(conn: Connection, now: datetime, day: int) -> int:
+    end = datetime.combine(schedule.date_of(day) + timedelta(days=1), time(0),
+                           tzinfo=now.tzinfo)
+    t = applications
+    return int(conn.execute(t.update().where(
+        t.c.status.in_(("approved", "accepted")), t.c.expires_at <= end)
+        .values(status="expired", open_key=None)).rowcount)
+
+
+_STEP_FNS: dict[str, Callable[[Connection, datetime, int], int]] = {
+    "receipts": _receipts, "accrue": _accrue, "delinquency": _delinquency,
+    "write_off": _write_off, "expire_offers": _expire_offers,
+}
