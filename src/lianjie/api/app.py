@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from starlette.responses import RedirectResponse, Response
 
 import lianjie
-from lianjie.api import errors, routes_parties, routes_payments
+from lianjie.api import errors, routes_credit, routes_parties, routes_payments
 from lianjie.api.background import Background
 from lianjie.api.keys import KeyCache
 from lianjie.api.runtime import Runtime, json
@@ -50,6 +50,7 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(routes_parties.router)
     app.include_router(routes_payments.router)
+    app.include_router(routes_credit.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
@@ -63,7 +64,7 @@ def run_end_of_day(target: Engine | Connection, business_date: date, *,
     done: dict[str, int] = {}
     for d in range(max(first, day - CATCH_UP_DAYS_MAX), day + 1):
         for step in STEPS:
-            n = run(lambda c, d=d, step=step: _step(c, when, d, step))
+            n: int = run(partial(_step, now=when, day=d, step=step))
             if d == day:
                 done[step] = n
     return done
@@ -78,7 +79,7 @@ def _first_day(conn: Connection, day: int) -> int:
     return day if first_loan is None else min(day, int(first_loan))
 
 
-def _step(conn: Connection, now: datetime, day: int, step: str) -> int:
+def _step(conn: Connection, *, now: datetime, day: int, step: str) -> int:
     t = eod_steps
     if conn.execute(select(t.c["items"]).where(t.c.business_day == day, t.c.step == step)
                     ).first() is not None:
@@ -120,14 +121,14 @@ def _accrue(conn: Connection, now: datetime, day: int) -> int:
         f"SELECT l.currency, f.funder_id, SUM({_DAILY} * f.share_bps) FROM credit_loans l "
         f"JOIN credit_loan_funders f ON f.loan_id = l.id WHERE {where} "
         "GROUP BY l.currency, f.funder_id ORDER BY l.currency, f.funder_id"), {"day": day}).all()
-    totals = dict(conn.execute(text(
+    totals: dict[str, int] = dict(conn.execute(text(
         f"SELECT l.currency, SUM({_DAILY}) FROM credit_loans l WHERE {where} "
         "GROUP BY l.currency"), {"day": day}).all())
     n = conn.execute(text(
         f"UPDATE credit_loans SET interest_unpaid = interest_unpaid + "
         f"{_DAILY.replace('l.', '')}, accrued_through_day = :day "
         f"WHERE {where.replace('l.', '')}"), {"day": day}).rowcount
-    _book(conn, now, day, "accrue", weights, totals, Purpose.INTEREST_RECEIVABLE,
+    _book(conn, now, day, "accrue", list(weights), totals, Purpose.INTEREST_RECEIVABLE,
           Purpose.INTEREST_INCOME)
     return int(n)
 

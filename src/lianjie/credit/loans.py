@@ -164,7 +164,7 @@ def do_apply(conn: Connection, now: datetime, merchant_id: str, product_id: str,
         amount_requested=amount, status=status, reasons=orjson.dumps(reasons).decode(),
         limit_amount=min(amount, limit) if status == "approved" else 0,
         rate_bps=product.annual_rate_bps, term_count=product.term_count, score=score,
-        pd_bps=int(round(pd * BPS_DENOMINATOR)), model_version=model.version,
+        pd_bps=round(pd * BPS_DENOMINATOR), model_version=model.version,
         features=orjson.dumps(features).decode(),
         open_key=merchant.id if status == "approved" else None,
         expires_at=now + timedelta(seconds=product.offer_ttl_s), created_at=now)
@@ -300,16 +300,20 @@ def require_loan(conn: Connection, loan_id: str) -> dict[str, Any]:
     row = get_loan_row(conn, loan_id) if isinstance(loan_id, str) else None
     if row is None:
         raise DomainError(ErrorCode.LOAN_NOT_FOUND, f"no loan {loan_id!r}", "id")
-    out = dict(row._mapping)
+    out = _plain(row)
     out["bucket"] = bucket(out["dpd"])
     out["owed"] = owed(out)
-    out["funders"] = [dict(r._mapping) for r in conn.execute(
+    out["funders"] = [_plain(r) for r in conn.execute(
         select(loan_funders).where(loan_funders.c.loan_id == loan_id)
         .order_by(loan_funders.c.funder_id))]
-    out["schedule"] = [dict(r._mapping) for r in conn.execute(
+    out["schedule"] = [_plain(r) for r in conn.execute(
         select(instalments).where(instalments.c.loan_id == loan_id)
         .order_by(instalments.c.seq))]
     return out
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return {str(k): v for k, v in row._mapping.items()}
 
 
 def owed(loan: dict[str, Any]) -> int:
@@ -345,8 +349,8 @@ def apply_repayment(conn: Connection, now: datetime, loan_id: str, amount: int, 
     ids, shares = [f["funder_id"] for f in funders], [f["share_bps"] for f in funders]
     cur = loan["currency"]
     legs: list[Leg] = []
-    for part, purpose in _RECEIVABLE.items():
-        legs += split_legs(conn, now, cur, parts[part], ids, shares, purpose, debit_account,
+    for name, purpose in _RECEIVABLE.items():
+        legs += split_legs(conn, now, cur, parts[name], ids, shares, purpose, debit_account,
                            funder_pays=False)
     principal_parts = allocate(parts["principal"], [f["principal_outstanding"] for f in funders]
                                ) if parts["principal"] else [0] * len(funders)
@@ -484,3 +488,46 @@ def do_recover(conn: Connection, now: datetime, loan_id: str, amount: int, key: 
     events.emit(conn, now, "credit.loan.recovered", loan["merchant_id"],
                 {"id": loan_id, "amount": amount})
     return require_loan(conn, loan_id)
+
+
+PAGE_SIZE_MAX = 101
+POSITION_PURPOSES = (Purpose.LOAN_PRINCIPAL, Purpose.INTEREST_RECEIVABLE,
+                     Purpose.INTEREST_INCOME, Purpose.PENALTY_RECEIVABLE,
+                     Purpose.PENALTY_INCOME, Purpose.FEE_RECEIVABLE, Purpose.FEE_INCOME,
+                     Purpose.CREDIT_LOSS, Purpose.RECOVERY_INCOME)
+
+
+def list_loans(conn: Connection, *, merchant_id: str | None = None,
+               funder_id: str | None = None, after: str | None = None, limit: int = 20
+               ) -> list[dict[str, Any]]:
+    """Loans in id order after the cursor; a funder sees the loans it funds, with its part."""
+    assert 0 < limit <= PAGE_SIZE_MAX
+    query = select(loans.c.id)
+    if merchant_id is not None:
+        query = query.where(loans.c.merchant_id == merchant_id)
+    if funder_id is not None:
+        query = query.where(loans.c.id.in_(select(loan_funders.c.loan_id).where(
+            loan_funders.c.funder_id == funder_id)))
+    if after is not None:
+        query = query.where(loans.c.id > after)
+    ids = conn.execute(query.order_by(loans.c.id).limit(limit)).scalars().all()
+    return [require_loan(conn, i) for i in ids]
+
+
+def position(conn: Connection, funder_id: str, currency_code: str) -> dict[str, Any]:
+    """A funder's balances in each of its credit accounts, its exposure and its loans' count."""
+    balances = {}
+    for purpose in POSITION_PURPOSES:
+        acct = ledger.find_account(conn, funder_id, purpose, currency_code)
+        balances[purpose.value] = 0 if acct is None else acct.balance
+    t = funder_limits
+    row = conn.execute(select(t).where(t.c.funder_id == funder_id,
+                                       t.c.currency == currency_code)).first()
+    active = conn.execute(select(func.count()).select_from(loan_funders.join(
+        loans, loans.c.id == loan_funders.c.loan_id)).where(
+        loan_funders.c.funder_id == funder_id, loans.c.status == "active")).scalar_one()
+    return {"object": "funder_position", "funder_id": funder_id, "currency": currency_code,
+            "principal_outstanding": -balances["loan_principal"],
+            "exposure_max": None if row is None or row.exposure_max < 0 else row.exposure_max,
+            "exposure_used": 0 if row is None else row.exposure_used,
+            "active_loans": int(active), "balances": balances}

@@ -69,7 +69,7 @@ def apply(model: Model, features: dict[str, float]) -> tuple[int, list[tuple[str
         points = next(p for upper, p in steps if value < upper)
         contributions.append((name, points))
     score = model.base + sum(p for _, p in contributions)
-    clipped = int(round(min(max(score, SCORE_MIN), SCORE_MAX)))
+    clipped = round(min(max(score, SCORE_MIN), SCORE_MAX))
     return clipped, sorted(contributions, key=lambda c: c[1])
 
 
