@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, select
 
 from lianjie import ledger
 from lianjie.committer import run_now
+from lianjie.credit import cli as credit_cli
 from lianjie.db import default_database_url, make_engine, migrate
 from lianjie.errors import ConfigError, LianjieError
 
@@ -221,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: start one in this process)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
+    credit_cli.add_commands(sub)
     return parser
 
 

@@ -41,6 +41,8 @@ from lianjie.money import allocate
 STEPS = ("receipts", "accrue", "delinquency", "write_off", "expire_offers")
 CATCH_UP_DAYS_MAX = 400
 DAY_US = 86_400 * 1_000_000
+# An order is paid within its expiry, at most this long after it was created (PaymentsConfig).
+ORDER_AGE_US_MAX = 7 * DAY_US
 Runner = Callable[[Callable[[Connection], Any]], Any]
 
 
@@ -94,11 +96,13 @@ def _receipts(conn: Connection, now: datetime, day: int) -> int:
     rows = conn.execute(text(
         "SELECT l.id, l.merchant_id, l.currency, p.receipt_share_bps, "
         "  (SELECT COALESCE(SUM(o.amount - o.fee_amount), 0) FROM payment_orders o "
-        "   WHERE o.merchant_id = l.merchant_id AND o.status = 'paid' "
+        "   WHERE o.merchant_id = l.merchant_id AND o.created_at >= :created "
+        "   AND o.created_at < :end AND o.status = 'paid' "
         "   AND o.paid_at >= :start AND o.paid_at < :end) AS receipts "
         "FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
         "WHERE l.status = 'active' AND p.receipt_share_bps > 0 AND l.disbursed_day <= :day "
-        "ORDER BY l.id"), {"start": start, "end": start + DAY_US, "day": day}).all()
+        "ORDER BY l.id"), {"start": start, "end": start + DAY_US, "day": day,
+                           "created": start - ORDER_AGE_US_MAX}).all()
     n = 0
     for loan_id, merchant_id, cur, share_bps, receipts in rows:
         pending = account(conn, now, merchant_id, Purpose.MERCHANT_PENDING, cur)
@@ -112,76 +116,66 @@ def _receipts(conn: Connection, now: datetime, day: int) -> int:
     return n
 
 
-_DAILY = "((l.principal_outstanding * l.rate_bps + 1825000) / 3650000)"
+_LOAN = "credit_loans"
+_DAILY = f"(({_LOAN}.principal_outstanding * {_LOAN}.rate_bps + 1825000) / 3650000)"
+_OVERDUE = (f"(SELECT MAX(i.cum_due) FROM credit_instalments i WHERE i.loan_id = {_LOAN}.id "
+            f"AND i.due_day < :day) - {_LOAN}.scheduled_paid")
+_PENALTY = (f"((CASE WHEN {_OVERDUE} > 0 THEN {_OVERDUE} ELSE 0 END) "
+            f"* {_LOAN}.penalty_rate_bps + 1825000) / 3650000")
+_LATE_FEE = (f"(CASE WHEN {_LOAN}.dpd = 1 THEN (SELECT p.late_fee FROM credit_products p "
+             f"WHERE p.id = {_LOAN}.product_id) ELSE 0 END)")
 
 
 def _accrue(conn: Connection, now: datetime, day: int) -> int:
-    where = "l.status = 'active' AND l.accrued_through_day < :day AND l.disbursed_day <= :day"
+    where = (f"{_LOAN}.status = 'active' AND {_LOAN}.accrued_through_day < :day "
+             f"AND {_LOAN}.disbursed_day <= :day")
+    _book_set(conn, now, day, "accrue", _DAILY, where, Purpose.INTEREST_RECEIVABLE,
+              Purpose.INTEREST_INCOME)
+    return int(conn.execute(text(
+        f"UPDATE {_LOAN} SET interest_unpaid = interest_unpaid + {_DAILY}, "
+        f"accrued_through_day = :day WHERE {where}"), {"day": day}).rowcount)
+
+
+def _book_set(conn: Connection, now: datetime, day: int, what: str, amount: str, where: str,
+              receivable: Purpose, income: Purpose) -> None:
+    """Book the day's ``amount`` (a per-loan SQL expression) over the loans ``where`` selects:
+    per currency, the total split between funders by their shares of each loan's amount."""
     weights = conn.execute(text(
-        f"SELECT l.currency, f.funder_id, SUM({_DAILY} * f.share_bps) FROM credit_loans l "
-        f"JOIN credit_loan_funders f ON f.loan_id = l.id WHERE {where} "
-        "GROUP BY l.currency, f.funder_id ORDER BY l.currency, f.funder_id"), {"day": day}).all()
-    totals: dict[str, int] = dict(conn.execute(text(
-        f"SELECT l.currency, SUM({_DAILY}) FROM credit_loans l WHERE {where} "
-        "GROUP BY l.currency"), {"day": day}).all())
-    n = conn.execute(text(
-        f"UPDATE credit_loans SET interest_unpaid = interest_unpaid + "
-        f"{_DAILY.replace('l.', '')}, accrued_through_day = :day "
-        f"WHERE {where.replace('l.', '')}"), {"day": day}).rowcount
-    _book(conn, now, day, "accrue", list(weights), totals, Purpose.INTEREST_RECEIVABLE,
-          Purpose.INTEREST_INCOME)
-    return int(n)
-
-
-def _book(conn: Connection, now: datetime, day: int, what: str, weights: list[Any],
-          totals: dict[str, int], receivable: Purpose, income: Purpose) -> None:
-    """One entry per currency: each funder's part of the day's total, by its weight."""
+        f"SELECT {_LOAN}.currency, f.funder_id, SUM(({amount}) * f.share_bps) FROM {_LOAN} "
+        f"JOIN credit_loan_funders f ON f.loan_id = {_LOAN}.id WHERE {where} "
+        f"GROUP BY {_LOAN}.currency, f.funder_id"), {"day": day}).all()
+    totals = conn.execute(text(
+        f"SELECT {_LOAN}.currency, SUM({amount}) FROM {_LOAN} WHERE {where} "
+        f"GROUP BY {_LOAN}.currency ORDER BY {_LOAN}.currency"), {"day": day}).all()
     by_cur: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for cur, funder_id, weight in weights:
-        by_cur[cur].append((funder_id, int(weight)))
-    for cur, total in totals.items():
+    for cur, funder_id, weight in sorted(weights):
+        if weight and int(weight) > 0:
+            by_cur[cur].append((funder_id, int(weight)))
+    for cur, total in totals:
         total = int(total or 0)
-        pairs = [(f, w) for f, w in by_cur[cur] if w > 0]
+        pairs = by_cur[cur]
         if total == 0 or not pairs:
             continue
+        parts = allocate(total, [w for _, w in pairs])
         legs = [Leg(account(conn, now, f, receivable, cur), account(conn, now, f, income, cur),
-                    part) for (f, _), part in zip(pairs, allocate(total, [w for _, w in pairs]),
-                                                  strict=True) if part]
+                    part) for (f, _), part in zip(pairs, parts, strict=True) if part]
         post_legs(conn, now, f"credit:{what}:{day}:{cur}", f"loan_{what}", legs)
 
 
 def _delinquency(conn: Connection, now: datetime, day: int) -> int:
+    """Days past due for every active loan; penalty interest and the late fee, set-based."""
     conn.execute(text(
-        "UPDATE credit_loans SET dpd = CASE WHEN unpaid_since_day IS NOT NULL AND "
+        f"UPDATE {_LOAN} SET dpd = CASE WHEN unpaid_since_day IS NOT NULL AND "
         "unpaid_since_day < :day THEN :day - unpaid_since_day ELSE 0 END "
         "WHERE status = 'active'"), {"day": day})
-    rows = conn.execute(text(
-        "SELECT l.id, l.currency, l.penalty_rate_bps, l.dpd, p.late_fee, "
-        "  (SELECT MAX(i.cum_due) FROM credit_instalments i WHERE i.loan_id = l.id "
-        "   AND i.due_day < :day) - l.scheduled_paid AS overdue "
-        "FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
-        "WHERE l.status = 'active' AND l.dpd > 0 ORDER BY l.id"), {"day": day}).all()
-    penalties: dict[str, int] = defaultdict(int)
-    fees: dict[str, int] = defaultdict(int)
-    pw: dict[tuple[str, str], int] = defaultdict(int)
-    fw: dict[tuple[str, str], int] = defaultdict(int)
-    for loan_id, cur, rate, dpd, late_fee, overdue in rows:
-        penalty = schedule.daily_interest(max(int(overdue or 0), 0), rate)
-        fee = late_fee if dpd == 1 else 0
-        if not penalty and not fee:
-            continue
-        conn.execute(loans.update().where(loans.c.id == loan_id).values(
-            penalty_unpaid=loans.c.penalty_unpaid + penalty, fee_unpaid=loans.c.fee_unpaid + fee))
-        penalties[cur] += penalty
-        fees[cur] += fee
-        for f in L.require_loan(conn, loan_id)["funders"]:
-            pw[(cur, f["funder_id"])] += penalty * f["share_bps"]
-            fw[(cur, f["funder_id"])] += fee * f["share_bps"]
-    _book(conn, now, day, "penalty", [(c, f, w) for (c, f), w in sorted(pw.items())],
-          dict(penalties), Purpose.PENALTY_RECEIVABLE, Purpose.PENALTY_INCOME)
-    _book(conn, now, day, "late_fee", [(c, f, w) for (c, f), w in sorted(fw.items())],
-          dict(fees), Purpose.FEE_RECEIVABLE, Purpose.FEE_INCOME)
-    return len(rows)
+    where = f"{_LOAN}.status = 'active' AND {_LOAN}.dpd > 0"
+    _book_set(conn, now, day, "penalty", _PENALTY, where, Purpose.PENALTY_RECEIVABLE,
+              Purpose.PENALTY_INCOME)
+    _book_set(conn, now, day, "late_fee", _LATE_FEE, where, Purpose.FEE_RECEIVABLE,
+              Purpose.FEE_INCOME)
+    return int(conn.execute(text(
+        f"UPDATE {_LOAN} SET penalty_unpaid = penalty_unpaid + {_PENALTY}, "
+        f"fee_unpaid = fee_unpaid + {_LATE_FEE} WHERE {where}"), {"day": day}).rowcount)
 
 
 def _write_off(conn: Connection, now: datetime, day: int) -> int:

@@ -148,7 +148,7 @@ def do_apply(conn: Connection, now: datetime, merchant_id: str, product_id: str,
                           f"product needs {product.history_days_min}", "merchant_id")
     model = scoring.active_model(conn, now.timestamp())
     score, contributions = scoring.apply(model, features)
-    pd = scoring.pd_of(score)
+    pd = model.pd(score)
     limit = _limit_for(product, score, features)
     reasons = risk_review(conn, now, merchant.id, amount)
     if pd > PD_MAX:

@@ -50,6 +50,13 @@ class Model:
     version: str
     base: float
     bins: dict[str, list[tuple[float, float]]]
+    calibration: tuple[float, float] | None = None  # (intercept, slope) of PD on score
+
+    def pd(self, score: float) -> float:
+        if self.calibration is None:
+            return pd_of(score)
+        intercept, slope = self.calibration
+        return 1.0 / (1.0 + math.exp(-(intercept + slope * score)))
 
 
 def pd_of(score: float) -> float:
@@ -95,7 +102,9 @@ def active_model(conn: Connection, now_s: float) -> Model:
 def model_from_payload(version: str, payload: dict[str, Any]) -> Model:
     bins = {name: [(math.inf if u is None else float(u), float(p)) for u, p in steps]
             for name, steps in payload["bins"].items()}
-    return Model(version, float(payload["base"]), bins)
+    cal = payload.get("calibration")
+    calibration = None if cal is None else (float(cal["intercept"]), float(cal["slope"]))
+    return Model(version, float(payload["base"]), bins, calibration)
 
 
 def clear_cache() -> None:
