@@ -125,3 +125,31 @@ def test_bad_input_moves_nothing(engine: Engine, clock: ManualClock) -> None:
             lambda c: credit.do_apply(c, now, w["merchant"], w["product"], 1.5))
     with engine.connect() as conn:
         assert conn.execute(select(credit.schema.applications)).first() is None
+
+
+def test_declined_offer_cannot_be_drawn(engine: Engine, clock: ManualClock) -> None:
+    w = setup_world(engine, clock)
+    run_now(engine, lambda c: pay.do_set_frozen(c, clock.now(), w["merchant"], True))
+    app = run_now(engine, lambda c: credit.do_apply(c, clock.now(), w["merchant"],
+                                                    w["product"], 100_000))
+    assert app.status == "declined" and "merchant_frozen" in app.reasons
+    assert app.limit_amount == 0
+    with pytest.raises(DomainError) as err:
+        run_now(engine, lambda c: credit.do_drawdown(c, clock.now(), app.id, 10_000))
+    assert err.value.code == ErrorCode.OFFER_NOT_APPROVED
+    with engine.connect() as conn:
+        assert conn.execute(select(credit.schema.loans)).first() is None
+
+
+def test_reroute_policy_moves_a_full_funder_share(engine: Engine, clock: ManualClock) -> None:
+    w = setup_world(engine, clock, policy="reroute")
+    run_now(engine, lambda c: credit.do_set_funder_limit(c, clock.now(), w["b"], "CNY", 1_000))
+    app = run_now(engine, lambda c: credit.do_apply(c, clock.now(), w["merchant"],
+                                                    w["product"], 100_000))
+    loan = run_now(engine, lambda c: credit.do_drawdown(c, clock.now(), app.id, 100_000))
+    parts = {f["funder_id"]: (f["principal"], f["share_bps"]) for f in loan["funders"]}
+    # bank B has no room: its 30% goes to the others in proportion (20:50 -> 2/7 and 5/7).
+    assert parts == {pay.PLATFORM_ID: (28_571, 2857), w["a"]: (71_429, 7143)}
+    assert funder_balance(engine, w["b"], Purpose.LOAN_PRINCIPAL) == 0
+    with engine.connect() as conn:
+        ledger.check_invariants(conn)

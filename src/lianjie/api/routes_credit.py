@@ -219,7 +219,8 @@ async def get_loan(loan_id: str, rt: RT, p: Caller) -> Response:
 async def repay(loan_id: str, body: AmountIn, request: Request, rt: RT, p: Caller) -> Response:
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         loan = _visible_loan(conn, p, loan_id)
-        acting_merchant(conn, p, loan["merchant_id"]) if p.role != Role.OPERATOR else None
+        if p.role != Role.OPERATOR:  # funders read loans; only the borrower's side repays
+            acting_merchant(conn, p, loan["merchant_id"])
         out = credit.do_repay(conn, rt.clock.now(), loan_id, body.amount, new_id("rpy"))
         return 200, _loan(out)
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, select, text
 
@@ -38,6 +39,7 @@ from lianjie.credit.schema import applications, eod_steps, loans
 from lianjie.ledger import Leg, Purpose
 from lianjie.money import allocate
 
+_UTC = ZoneInfo("UTC")
 STEPS = ("receipts", "accrue", "delinquency", "write_off", "expire_offers")
 CATCH_UP_DAYS_MAX = 400
 DAY_US = 86_400 * 1_000_000
@@ -47,13 +49,16 @@ Runner = Callable[[Callable[[Connection], Any]], Any]
 
 
 def run_end_of_day(target: Engine | Connection, business_date: date, *,
-                   now: datetime | None = None, runner: Runner | None = None) -> dict[str, int]:
+                   now: datetime | None = None, runner: Runner | None = None,
+                   tz: str = "UTC") -> dict[str, int]:
     """Run every unfinished step of every unfinished day up to ``business_date``.
 
     ``target`` is an engine (each step in its own transaction) or a connection already in a
-    transaction (everything in it). Returns items done per step for ``business_date``."""
+    transaction (everything in it). ``tz`` is the time zone whose calendar day bounds a day's
+    receipts. Returns items done per step for ``business_date`` (-1: already done)."""
     day = schedule.day_of(business_date)
-    when = now or datetime.combine(business_date, time(23, 59, 59), tzinfo=UTC)
+    zone = ZoneInfo(tz)
+    when = now or datetime.combine(business_date, time(23, 59, 59), tzinfo=zone)
 
     def run(unit: Callable[[Connection], Any]) -> Any:
         if runner is not None:
@@ -66,7 +71,7 @@ def run_end_of_day(target: Engine | Connection, business_date: date, *,
     done: dict[str, int] = {}
     for d in range(max(first, day - CATCH_UP_DAYS_MAX), day + 1):
         for step in STEPS:
-            n: int = run(partial(_step, now=when, day=d, step=step))
+            n: int = run(partial(_step, now=when, day=d, step=step, zone=zone))
             if d == day:
                 done[step] = n
     return done
@@ -81,12 +86,13 @@ def _first_day(conn: Connection, day: int) -> int:
     return day if first_loan is None else min(day, int(first_loan))
 
 
-def _step(conn: Connection, *, now: datetime, day: int, step: str) -> int:
+def _step(conn: Connection, *, now: datetime, day: int, step: str,
+          zone: ZoneInfo = _UTC) -> int:
     t = eod_steps
     if conn.execute(select(t.c["items"]).where(t.c.business_day == day, t.c.step == step)
                     ).first() is not None:
         return -1
-    n = _STEP_FNS[step](conn, now, day)
+    n = _STEP_FNS[step](conn, now.astimezone(zone), day)
     conn.execute(t.insert().values(business_day=day, step=step, items=n, finished_at=now))
     return n
 

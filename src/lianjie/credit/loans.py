@@ -151,6 +151,8 @@ def do_apply(conn: Connection, now: datetime, merchant_id: str, product_id: str,
     pd = model.pd(score)
     limit = _limit_for(product, score, features)
     reasons = risk_review(conn, now, merchant.id, amount)
+    if not merchant.active:
+        reasons.append("merchant_frozen")
     if pd > PD_MAX:
         reasons.append("score_below_cutoff")
         reasons += [f"weak_{name}" for name, points in contributions[:2] if points < 0]
@@ -447,7 +449,9 @@ def do_write_off(conn: Connection, now: datetime, loan_id: str) -> dict[str, Any
             _release(conn, loan_id, f["funder_id"], cur, f["principal_outstanding"])
     for part, purpose in _RECEIVABLE.items():
         amount = loan[f"{part}_unpaid"]
-        for funder_id, piece in zip(ids, allocate(amount, shares) if amount else [], strict=True):
+        if not amount:
+            continue
+        for funder_id, piece in zip(ids, allocate(amount, shares), strict=True):
             if piece:
                 legs.append(Leg(account(conn, now, funder_id, Purpose.CREDIT_LOSS, cur),
                                 account(conn, now, funder_id, purpose, cur), piece))
