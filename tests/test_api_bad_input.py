@@ -13,6 +13,7 @@ from typing import Any
 
 from conftest import Api, assert_error
 from lianjie.money import AMOUNT_MAX
+from test_credit_api import credit_post_routes
 
 BAD_AMOUNTS: list[tuple[Any, str]] = [
     (0, "invalid_amount"),
@@ -282,6 +283,7 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
                                    {"institution_id": bank, "amount": 100}),
         "/v1/wallet/transfers": ("/v1/wallet/transfers", alice["api_key"],
                                  {"recipient_id": bob["id"], "amount": 100}),
+        **credit_post_routes(api, shop),
     }
 
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from tests.conftest import Api
 
+from conftest import Api
 from lianjie import ledger
 from lianjie.committer import run_now
 from lianjie.credit import synthetic
@@ -137,3 +137,37 @@ def test_two_applications_at_once(api: Api) -> None:
     loser = next(r for r in results if r.status_code == 409)
     assert loser.json()["error"]["code"] == "application_already_open"
     assert api.count("credit_applications") == 1
+
+
+def credit_post_routes(api: Api, shop: dict[str, Any]
+                       ) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """One valid request for every credit POST route (for the every-POST-route suites)."""
+    op = api.operator_key
+    w = _world(api)
+    pid, bank = w["product"]["id"], w["bank"]["id"]
+    borrowers = [w["merchant"], api.merchant(), api.merchant()]
+    for m in [shop, *borrowers[1:]]:
+        run_now(api.rt.engine, lambda c, m=m: synthetic.generate(
+            c, m["id"], GOOD, api.clock.now(), 200, random.Random(3)))
+    apps = [api.ok("POST", "/v1/credit/applications", m["api_key"],
+                   {"product_id": pid, "amount": 100_000}) for m in borrowers]
+    loan = api.ok("POST", f"/v1/credit/applications/{apps[2]['id']}/drawdown",
+                  borrowers[2]["api_key"], {"amount": 100_000})
+    return {
+        "/v1/credit/products": ("/v1/credit/products", op, {"name": "310", "funders": [
+            {"funder_id": "plt_platform", "share_bps": 10_000}]}),
+        "/v1/credit/funders/{funder_id}/limit": (f"/v1/credit/funders/{bank}/limit", op,
+                                                 {"exposure_max": 10**9}),
+        "/v1/credit/applications": ("/v1/credit/applications", shop["api_key"],
+                                    {"product_id": pid, "amount": 100_000}),
+        "/v1/credit/applications/{app_id}/accept": (
+            f"/v1/credit/applications/{apps[0]['id']}/accept", borrowers[0]["api_key"], {}),
+        "/v1/credit/applications/{app_id}/drawdown": (
+            f"/v1/credit/applications/{apps[1]['id']}/drawdown", borrowers[1]["api_key"],
+            {"amount": 100_00}),
+        "/v1/credit/loans/{loan_id}/repayments": (
+            f"/v1/credit/loans/{loan['id']}/repayments", borrowers[2]["api_key"],
+            {"amount": 100}),
+        "/v1/credit/end_of_day": ("/v1/credit/end_of_day", op,
+                                  {"business_date": api.clock.now().date().isoformat()}),
+    }

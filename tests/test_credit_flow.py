@@ -102,6 +102,9 @@ def test_life_cycle_shares_add_up(engine: Engine, clock: ManualClock) -> None:
     rec = sum(funder_balance(engine, f, Purpose.RECOVERY_INCOME)
               for f in (pay.PLATFORM_ID, w["a"], w["b"]))
     assert rec == 10_000
+    again_app = run_now(engine, lambda c: credit.do_apply(c, clock.now(), w["merchant"],
+                                                          w["product"], 100_000))
+    assert again_app.status == "declined" and "prior_write_off" in again_app.reasons
     with engine.connect() as conn:
         ledger.check_invariants(conn)
 

@@ -96,7 +96,7 @@ def test_portfolio_simulation_has_signal_and_balanced_books(engine: Engine) -> N
 
 def test_end_of_day_resumes_after_a_crash(engine: Engine, clock: ManualClock,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_credit_flow import setup_world
+    from test_credit_flow import setup_world
 
     w = setup_world(engine, clock)
     app = run_now(engine, lambda c: credit.do_apply(c, clock.now(), w["merchant"],

@@ -153,6 +153,9 @@ def do_apply(conn: Connection, now: datetime, merchant_id: str, product_id: str,
     reasons = risk_review(conn, now, merchant.id, amount)
     if not merchant.active:
         reasons.append("merchant_frozen")
+    if conn.execute(select(loans.c.id).where(loans.c.merchant_id == merchant.id,
+                                             loans.c.status == "written_off")).first():
+        reasons.append("prior_write_off")
     if pd > PD_MAX:
         reasons.append("score_below_cutoff")
         reasons += [f"weak_{name}" for name, points in contributions[:2] if points < 0]
