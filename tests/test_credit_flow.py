@@ -156,3 +156,22 @@ def test_reroute_policy_moves_a_full_funder_share(engine: Engine, clock: ManualC
     assert funder_balance(engine, w["b"], Purpose.LOAN_PRINCIPAL) == 0
     with engine.connect() as conn:
         ledger.check_invariants(conn)
+
+
+def test_batch_and_single_merchant_features_agree(engine: Engine, clock: ManualClock) -> None:
+    w = setup_world(engine, clock)
+
+    def unit(conn: Any) -> None:
+        other = pay.do_onboard_merchant(conn, clock.now(), CFG, "Tea", sp_id=None,
+                                        business_type="cafe")
+        synthetic.generate(conn, other.id, synthetic.random_profile(random.Random(5)),
+                           clock.now(), 120, random.Random(6))
+
+    run_now(engine, unit)
+    with engine.connect() as conn:
+        batch = credit.compute_features(conn, clock.now())
+        assert batch.height == 2
+        for row in batch.iter_rows(named=True):
+            single = credit.merchant_features(conn, clock.now(), row["merchant_id"])
+            assert single == {k: round(float(row[k]), 6) for k in credit.FEATURES}
+    assert w["merchant"] in set(batch["merchant_id"])

@@ -1,9 +1,10 @@
 """Merchant features from payment history, for one merchant (the 310 decision) or all of them.
 
-One code path for both: the database aggregates paid orders per merchant and 30-day bucket
-(bucket 0 is the 30 days before ``as_of``, up to bucket 11) and per payer, set-based, and Polars
-derives the features from those few rows per merchant. The decision path runs it for one
-merchant through the ``(merchant_id, created_at)`` index; the batch path for every merchant.
+Paid orders are aggregated per merchant and 30-day bucket (bucket 0 is the 30 days before
+``as_of``, up to bucket 11) and per payer, then one Polars function (``derive``) turns those few
+rows per merchant into features. For one merchant (the decision) the database aggregates
+through the ``(merchant_id, created_at)`` index; for every merchant (the batch path) the year's
+orders are streamed once and aggregated in Polars. A test holds the two paths equal.
 
 Features (``FEATURES``): monthly takings and their growth and volatility, active days, distinct
 and repeat payers, average ticket, refund rate, tenure, history length, whether a service
@@ -63,6 +64,10 @@ def compute(conn: Connection, as_of: datetime, merchant_ids: list[str] | None = 
         names = [f"m{i}" for i in range(len(merchant_ids))]
         params.update(zip(names, merchant_ids, strict=True))
         where = "AND merchant_id IN (" + ", ".join(f":{n}" for n in names) + ")"
+    if merchant_ids is None:
+        buckets, payers = _aggregate_columnar(conn, params)
+        party = _frame(conn, _PARTY_SQL.format(where=""), params, _PARTY_SCHEMA)
+        return derive(buckets, payers, party, to_us(as_of))
     buckets = _frame(conn, _BUCKET_SQL.format(where=where), params, {
         "merchant_id": pl.String, "bucket": pl.Int64, "takings": pl.Int64,
         "payments": pl.Int64, "refunded": pl.Int64, "active_days": pl.Int64,
@@ -70,10 +75,40 @@ def compute(conn: Connection, as_of: datetime, merchant_ids: list[str] | None = 
     payers = _frame(conn, _PAYER_SQL.format(where=where), params, {
         "merchant_id": pl.String, "distinct_payers": pl.Int64, "repeat_payers": pl.Int64})
     party_where = where.replace("merchant_id IN", "id IN")
-    party = _frame(conn, _PARTY_SQL.format(where=party_where), params, {
-        "merchant_id": pl.String, "created_at": pl.Int64, "parent_id": pl.String,
-        "status": pl.String})
+    party = _frame(conn, _PARTY_SQL.format(where=party_where), params, _PARTY_SCHEMA)
     return derive(buckets, payers, party, to_us(as_of))
+
+
+_PARTY_SCHEMA: dict[str, Any] = {"merchant_id": pl.String, "created_at": pl.Int64,
+                                 "parent_id": pl.String, "status": pl.String}
+_RAW_SQL = """
+SELECT merchant_id, paid_at, amount, refunded_amount, payer_id FROM payment_orders
+WHERE status = 'paid' AND created_at >= :since AND paid_at < :as_of
+"""
+FETCH_ROWS = 200_000
+
+
+def _aggregate_columnar(conn: Connection, params: dict[str, Any]
+                        ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The batch path: stream the year's paid orders once, aggregate in Polars (columnar,
+    multi-threaded) instead of making the database sort them twice. Same frames as the SQL."""
+    schema = {"merchant_id": pl.String, "paid_at": pl.Int64, "amount": pl.Int64,
+              "refunded": pl.Int64, "payer_id": pl.String}
+    result = conn.execution_options(stream_results=True).execute(text(_RAW_SQL), params)
+    chunks = []
+    while rows := result.fetchmany(FETCH_ROWS):
+        chunks.append(pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row"))
+    raw = pl.concat(chunks) if chunks else pl.DataFrame(schema=schema)
+    raw = raw.with_columns(bucket=(params["as_of"] - pl.col("paid_at")) // params["bucket_us"],
+                           day=pl.col("paid_at") // params["day_us"])
+    buckets = raw.group_by("merchant_id", "bucket").agg(
+        takings=pl.col("amount").sum(), payments=pl.len().cast(pl.Int64),
+        refunded=pl.col("refunded").sum(), active_days=pl.col("day").n_unique().cast(pl.Int64),
+        first_paid=pl.col("paid_at").min())
+    payers = raw.group_by("merchant_id", "payer_id").agg(n=pl.len()).group_by(
+        "merchant_id").agg(distinct_payers=pl.len().cast(pl.Int64),
+                           repeat_payers=(pl.col("n") > 1).sum().cast(pl.Int64))
+    return buckets, payers
 
 
 def _frame(conn: Connection, sql: str, params: dict[str, Any],
