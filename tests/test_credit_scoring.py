@@ -20,7 +20,7 @@ from lianjie.credit import eod, portfolio, schedule, scoring
 from lianjie.db import make_engine
 
 
-def _labelled(rows: int = 800, seed: int = 4) -> pd.DataFrame:
+def _labelled(rows: int = 500, seed: int = 4) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     takings = rng.lognormal(10, 1, rows)
     volatility = rng.uniform(0, 1.5, rows)
@@ -36,7 +36,7 @@ def test_train_register_report_on_any_csv(tmp_path: Path, capsys: pytest.Capture
     csv, db = tmp_path / "lender.csv", f"sqlite:///{tmp_path}/m.sqlite3"
     _labelled().to_csv(csv, index=False)
     assert main(["--database", db, "credit", "train", "--csv", str(csv), "--target", "bad",
-                 "--register"]) == 0
+                 "--folds", "3", "--register"]) == 0
     out = capsys.readouterr().out
     auc = float(out.split("scorecard  AUC ")[1].split()[0])
     assert auc > 0.7, out
@@ -84,7 +84,7 @@ def test_schedules_repay_the_principal(method: str, period: str) -> None:
 
 def test_portfolio_simulation_has_signal_and_balanced_books(engine: Engine) -> None:
     scoring.clear_cache()
-    result = portfolio.simulate(engine, merchants=14, days=75, seed=3)
+    result = portfolio.simulate(engine, merchants=8, days=40, seed=3, history_days=200)
     assert result.loans, "the simulated merchants borrowed"
     with engine.connect() as conn:
         summary = portfolio.report(conn, result.loans, result.funders)

@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     frame = pd.read_csv(args.csv)
     features = args.features.split(",") if args.features else None
     try:
-        trained = train.train(frame, args.target, features)
+        trained = train.train(frame, args.target, features, args.folds)
     except ValueError as exc:
         print(f"lianjie credit train: {exc}", file=sys.stderr)
         return 2
@@ -126,6 +126,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--csv", required=True, help="labelled CSV: a target and feature columns")
     p.add_argument("--target", default="default")
     p.add_argument("--features", default=None, help="comma-separated (default: all numeric)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     p.add_argument("--register", action="store_true", help="store in the model registry")
     p.add_argument("--inactive", action="store_true", help="register without activating")
     p.add_argument("--name", default="merchant310")

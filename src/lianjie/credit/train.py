@@ -79,7 +79,8 @@ def _challenger() -> Any:
                           colsample_bytree=0.8, random_state=SEED, verbose=-1)
 
 
-def train(frame: pd.DataFrame, target: str, features: list[str] | None = None) -> Trained:
+def train(frame: pd.DataFrame, target: str, features: list[str] | None = None,
+          folds_count: int = FOLDS) -> Trained:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -94,7 +95,7 @@ def train(frame: pd.DataFrame, target: str, features: list[str] | None = None) -
         raise ValueError(f"need at least {ROWS_MIN} rows with both outcomes")
     x = frame[names].astype(float)
     oof_score, oof_gbm = np.zeros(len(y)), np.zeros(len(y))
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
+    folds = StratifiedKFold(n_splits=folds_count, shuffle=True, random_state=SEED)
     for fit_idx, test_idx in folds.split(x, y):
         card = _scorecard(names).fit(x.iloc[fit_idx], y[fit_idx])
         oof_score[test_idx] = card.score(x.iloc[test_idx])
@@ -108,7 +109,7 @@ def train(frame: pd.DataFrame, target: str, features: list[str] | None = None) -
     selected = [str(n) for n in process.get_support(names=True)]
     iv = {str(n): float(process.get_binned_variable(n).binning_table.iv) for n in names}
     metrics = {
-        "rows": len(y), "bad_rate": float(y.mean()),
+        "rows": len(y), "bad_rate": float(y.mean()), "folds": folds_count,
         "scorecard": {"auc": float(roc_auc_score(y, -oof_score)), "ks": ks(y, -oof_score)},
         "lightgbm": {"auc": float(roc_auc_score(y, oof_gbm)), "ks": ks(y, oof_gbm)},
         "calibrated_pd": {"auc": float(roc_auc_score(y, oof_pd)),
@@ -161,7 +162,8 @@ def register(conn: Connection, now: datetime, trained: Trained, name: str = "mer
 
 def summary(trained: Trained) -> str:
     m = trained.metrics
-    lines = [f"rows {m['rows']}, bad rate {m['bad_rate']:.3f}, {FOLDS}-fold cross-validation",
+    lines = [f"rows {m['rows']}, bad rate {m['bad_rate']:.3f}, {m['folds']}-fold "
+             "cross-validation",
              f"scorecard  AUC {m['scorecard']['auc']:.3f}  KS {m['scorecard']['ks']:.3f}",
              f"lightgbm   AUC {m['lightgbm']['auc']:.3f}  KS {m['lightgbm']['ks']:.3f}",
              f"calibrated PD Brier {m['calibrated_pd']['brier']:.4f}",
