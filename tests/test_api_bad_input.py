@@ -14,6 +14,7 @@ from typing import Any
 from conftest import Api, assert_error
 from lianjie.money import AMOUNT_MAX
 from marketing_world import marketing_post_routes
+from test_credit_api import credit_post_routes
 
 BAD_AMOUNTS: list[tuple[Any, str]] = [
     (0, "invalid_amount"),
@@ -313,6 +314,7 @@ def _post_routes(api: Api, w: dict[str, Any]) -> dict[str, tuple[str, str, dict[
             f"/v1/clearing/merchant_terms/{shop['id']}", op, {"delay_days": 0}),
         "/v1/clearing/net_debit_caps/{institution_id}": (
             f"/v1/clearing/net_debit_caps/{bank}", op, {"net_debit_cap": 100}),
+        **credit_post_routes(api, shop),
     }
 
 

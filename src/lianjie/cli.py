@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, select
 from lianjie import ledger
 from lianjie.clearing import cli as clearing_cli
 from lianjie.committer import run_now
+from lianjie.credit import cli as credit_cli
 from lianjie.db import default_database_url, make_engine, migrate
 from lianjie.errors import ConfigError, LianjieError
 from lianjie.risk import cli as risk_cli
@@ -259,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     add_marketing_commands(sub)
     risk_cli.add_commands(sub)
     clearing_cli.add_commands(sub)
+    credit_cli.add_commands(sub)
     return parser
 
 

@@ -126,6 +126,20 @@ class ErrorCode(StrEnum):
     OVERFLOWS_DEBITS = "overflows_debits"
     OVERFLOWS_CREDITS = "overflows_credits"
     KEY_RESERVED = "key_reserved"
+    # credit
+    PRODUCT_NOT_FOUND = "product_not_found"
+    INVALID_PRODUCT = "invalid_product"
+    INSUFFICIENT_HISTORY = "insufficient_history"
+    AMOUNT_ABOVE_LIMIT = "amount_above_limit"
+    AMOUNT_BELOW_MINIMUM = "amount_below_minimum"
+    APPLICATION_ALREADY_OPEN = "application_already_open"
+    APPLICATION_NOT_FOUND = "application_not_found"
+    OFFER_NOT_APPROVED = "offer_not_approved"
+    OFFER_EXPIRED = "offer_expired"
+    FUNDER_LIMIT_EXCEEDED = "funder_limit_exceeded"
+    LOAN_NOT_FOUND = "loan_not_found"
+    LOAN_NOT_ACTIVE = "loan_not_active"
+    REPAYMENT_EXCEEDS_OWED = "repayment_exceeds_owed"
 
 
 class LianjieError(Exception):

@@ -7,6 +7,7 @@ outside every context package.
 import lianjie.api.schema
 import lianjie.clearing.schema
 import lianjie.console.schema
+import lianjie.credit.schema
 import lianjie.events
 import lianjie.ledger.schema
 import lianjie.marketing.schema

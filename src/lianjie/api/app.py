@@ -17,6 +17,7 @@ import lianjie
 from lianjie.api import (
     errors,
     routes_clearing,
+    routes_credit,
     routes_marketing,
     routes_parties,
     routes_payments,
@@ -60,6 +61,7 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     app.include_router(routes_marketing.router)
     app.include_router(routes_risk.router)
     app.include_router(routes_clearing.router)
+    app.include_router(routes_credit.router)
 
     from lianjie.console import mount as mount_console  # the console imports the runtime
 

@@ -41,6 +41,10 @@ _STATUS: dict[ErrorCode, int] = {
     # clearing
     E.BUSINESS_DAY_NOT_OVER: 409, E.DAY_ALREADY_SEALED: 409, E.NOT_LOGGED_YET: 409,
     E.DUPLICATE_FILE: 409, E.RECON_ITEM_NOT_FOUND: 404,
+    # credit
+    E.PRODUCT_NOT_FOUND: 404, E.APPLICATION_NOT_FOUND: 404, E.LOAN_NOT_FOUND: 404,
+    E.APPLICATION_ALREADY_OPEN: 409, E.FUNDER_LIMIT_EXCEEDED: 409,
+    E.OFFER_NOT_APPROVED: 409, E.OFFER_EXPIRED: 409, E.LOAN_NOT_ACTIVE: 409,
 }
 _TYPE: dict[int, str] = {401: "authentication_error", 403: "permission_error",
                          404: "invalid_request_error", 409: "invalid_request_error",

@@ -1,4 +1,5 @@
-"""The end-of-day job: settle merchants, seal the day's log, clear between institutions.
+"""The end-of-day job: close credit's day, settle merchants, seal the day's log, clear between
+institutions.
 
 Idempotent and resumable. Each step runs in one transaction that also records the step as done
 (``clearing_steps``), so a run killed anywhere leaves each step either finished or untouched; a
@@ -14,12 +15,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from lianjie import credit
 from lianjie.clearing import log, netting, settlement
 from lianjie.clearing import schema as s
 from lianjie.clearing.config import ClearingConfig
@@ -28,7 +30,9 @@ from lianjie.clock import Clock, SystemClock
 from lianjie.committer import run_now
 from lianjie.errors import DomainError, ErrorCode
 
-STEPS = ("settle", "seal", "clear")
+# Credit closes the day first: its loan repayments from receipts are debits on merchant pending
+# accounts, which settlement then nets.
+STEPS = ("credit", "settle", "seal", "clear")
 
 
 @dataclass
@@ -67,6 +71,12 @@ def _done(conn: Connection, business_date: date, step: str) -> dict[str, Any] | 
 
 def _step_fn(step: str, cfg: ClearingConfig, signer: Signer, business_date: date
              ) -> Callable[[Connection, datetime], dict[str, Any]]:
+    def credit_day(conn: Connection, now: datetime) -> dict[str, Any]:
+        del now  # credit's day is closed as of just before the cut-off
+        return dict(credit.run_end_of_day(
+            conn, business_date, now=cfg.day_end(business_date) - timedelta(seconds=1),
+            tz=cfg.timezone))
+
     def settle(conn: Connection, now: datetime) -> dict[str, Any]:
         return asdict(settlement.settle_merchants(conn, now, cfg, business_date))
 
@@ -81,7 +91,7 @@ def _step_fn(step: str, cfg: ClearingConfig, signer: Signer, business_date: date
         return netting.clear_day(conn, now, cfg, business_date, head.day_start_index,
                                  head.tree_size)
 
-    return {"settle": settle, "seal": seal, "clear": clear}[step]
+    return {"credit": credit_day, "settle": settle, "seal": seal, "clear": clear}[step]
 
 
 def run_end_of_day(engine: Engine, business_date: date, *, clock: Clock | None = None,

@@ -65,6 +65,17 @@ class Purpose(StrEnum):
     # marketing: both are opened with DEBITS_MUST_NOT_EXCEED_CREDITS, so neither goes below zero
     RED_PACKET = "red_packet"  # one per red packet: its money from sending to grabbing
     CAMPAIGN_BUDGET = "campaign_budget"  # one per campaign: its hard budget
+    # credit: each funder (the platform or a partner institution) books its share of a loan in
+    # accounts of its own. Principal and receivables are debit-balance (asset) accounts.
+    LOAN_PRINCIPAL = "loan_principal"
+    INTEREST_RECEIVABLE = "interest_receivable"
+    INTEREST_INCOME = "interest_income"
+    PENALTY_RECEIVABLE = "penalty_receivable"
+    PENALTY_INCOME = "penalty_income"
+    FEE_RECEIVABLE = "fee_receivable"
+    FEE_INCOME = "fee_income"
+    CREDIT_LOSS = "credit_loss"
+    RECOVERY_INCOME = "recovery_income"
 
 
 class EntryKind(IntEnum):
