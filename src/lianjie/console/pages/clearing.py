@@ -71,6 +71,8 @@ i18n.add_messages({
     "clr.run_hint": ("Settle merchants, seal the day's log, clear between institutions. "
                      "A rerun resumes; a finished day is left as it is.",
                      "结算商户、封存当日日志、机构间清算。重复执行会从中断处继续，已完成的营业日不变。"),
+    "clr.step.credit": ("Credit", "信贷"),
+    "clr.credited": ("{n} repayments from receipts", "{n} 笔收款还款"),
     "clr.step.settle": ("Settle", "结算"),
     "clr.step.seal": ("Seal", "封存"),
     "clr.step.clear": ("Clear", "清算"),
