@@ -41,9 +41,9 @@ USERNAME_LENGTH_MAX = 64
 
 def _load_pages() -> None:
     """Import the built-in page modules; each registers itself."""
-    from lianjie.console.pages import audit_log, ledger, overview, parties, payments
+    from lianjie.console.pages import audit_log, ledger, overview, parties, payments, risk
 
-    assert overview and parties and payments and ledger and audit_log
+    assert overview and parties and payments and ledger and audit_log and risk
 
 
 def _safe_next(url: str | None) -> str:
