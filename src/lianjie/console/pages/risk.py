@@ -21,8 +21,8 @@ from fastapi import Depends, Request
 from sqlalchemy import Connection, select
 from starlette.responses import Response
 
-from lianjie import risk
 from lianjie import payments as pay
+from lianjie import risk
 from lianjie.api.runtime import runtime
 from lianjie.console import i18n
 from lianjie.console.charts import HOUR_US, bucketed, hour_labels, series
@@ -182,8 +182,9 @@ def shadow_results(conn: Connection, now: datetime) -> tuple[list[dict[str, Any]
             else:
                 live[name] += 1
     active = rulesets.load_active(conn, store.get_versions(conn).rules)
-    rows = {r.name: {"name": r.name, "shadow_rule": r.shadow, "action": r.action,
-                     "live": 0, "shadowed": 0} for r in active.rules}
+    rows: dict[str, dict[str, Any]] = {
+        r.name: {"name": r.name, "shadow_rule": r.shadow, "action": r.action,
+                 "live": 0, "shadowed": 0} for r in active.rules}
     for name in set(live) | set(shadow):
         rows.setdefault(name, {"name": name, "shadow_rule": None, "action": "",
                                "live": 0, "shadowed": 0})
