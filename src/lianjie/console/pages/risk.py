@@ -112,7 +112,7 @@ i18n.add_messages({
     "risk.no_decision": ("No risk decision for this payment.", "该交易没有风控决策。"),
     "risk.show": ("Show", "查看"),
     "status.claimed": ("claimed", "已认领"),
-    "status.reviewing": ("in review", "审核中"),
+    "status.reviewing": ("reviewing", "审核中"),
     "status.declined": ("declined", "已拒绝"),
     "status.allow": ("allow", "放行"),
     "status.review": ("review", "人工审核"),
