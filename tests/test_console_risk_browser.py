@@ -1,14 +1,13 @@
 """The risk review queue in a real headless Chromium: an analyst claims and approves a held
 payment, which then shows as paid; a support operator is refused the queue. Shares the
-browser fixture of ``test_console_browser`` (SQLite only, as those are)."""
+browser of ``console_support`` (SQLite only, as the other browser tests)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from console_support import Console, cheap_hashes, console
-from test_console_browser import browser, db_kind, log_in, page
+from console_support import Console, browser, cheap_hashes, console, db_kind, log_in, page
 
 assert console and cheap_hashes and browser and db_kind and page  # fixtures
 
