@@ -44,6 +44,7 @@ RulesViewer = Annotated[Operator, Depends(guard(RULES))]
 DecisionsViewer = Annotated[Operator, Depends(guard(DECISIONS))]
 QUEUE_MAX = 100
 RECENT_MAX = 100
+LIST_SHOWN_MAX = 500  # list entries shown on the rules page
 SHADOW_WINDOW = timedelta(hours=24)
 SHADOW_ROWS_MAX = 200_000  # the shadow table reads at most this many of the day's decisions
 OUTCOMES = ("allow", "review", "block")
@@ -165,7 +166,7 @@ def rules_view(conn: Connection, version: int | None) -> dict[str, Any]:
     return {"active": active, "versions": versions, "shown": shown, "rule_set": rule_set,
             "rules_text": text, "review_score": current.review_score,
             "block_score": current.block_score,
-            "entries": store.list_entries(conn, limit=store.LIST_ENTRIES_MAX)}
+            "entries": store.list_entries(conn, limit=LIST_SHOWN_MAX)}
 
 
 def shadow_results(conn: Connection, now: datetime) -> tuple[list[dict[str, Any]], int]:
