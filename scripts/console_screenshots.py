@@ -10,8 +10,11 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import func, select
@@ -23,6 +26,7 @@ from lianjie.console.cli import add_user
 from lianjie.db import make_engine
 from lianjie.marketing.schema import campaigns
 from lianjie.payments.schema import orders, parties, refunds
+from lianjie.risk import rules as rulesets
 from lianjie.sim import SimConfig, run_simulation
 from lianjie.sim.marketing import MarketingSimConfig, run_marketing_simulation
 
@@ -50,6 +54,33 @@ def _shoot(page: Page, url: str, path: Path, *, full: bool = False, charts: bool
     print(f"wrote {path}")
 
 
+def _risk_cases(url: str, key: str) -> None:
+    """A few payments held for review (the simulated day has none), for the risk queue."""
+    def call(path: str, bearer: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = httpx.post(url + path, json=body, headers={"Authorization": f"Bearer {bearer}",
+                                                       "Idempotency-Key": str(uuid.uuid4())})
+        r.raise_for_status()
+        return dict(r.json())
+
+    rules = [rulesets.rule_json(r) for r in rulesets.DEFAULT_RULES]
+    rules += [{"name": "review_large", "expression": "amount >= 80000", "action": "review",
+               "description": "large payments are looked at"},
+              {"name": "watch_medium", "expression": "amount >= 30000", "shadow": True,
+               "weight": 20.0}]
+    call("/v1/risk/rule_sets", key, {"rules": rules, "note": "review large payments"})
+    bank = call("/v1/institutions", key, {"name": "Bank"})
+    shop = call("/v1/merchants", key, {"name": "Harbour Electronics",
+                                       "business_type": "online_shop"})
+    call(f"/v1/merchants/{shop['id']}/kyc", key, {"decision": "approved"})
+    for i, amount in enumerate((88_000, 125_000, 99_900)):
+        payer = call("/v1/consumers", key, {"name": f"Buyer {i}"})
+        call("/v1/wallet/top_ups", payer["api_key"], {"institution_id": bank["id"],
+                                                      "amount": 200_000})
+        order = call("/v1/orders", shop["api_key"], {"out_trade_no": f"HE-{i}",
+                                                     "amount": amount, "description": "phone"})
+        call(f"/v1/orders/{order['id']}/pay", payer["api_key"], {"device_id": f"dev-{i}"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs/screenshots")
@@ -62,7 +93,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="lianjie-shots-"))
     os.environ["LIANJIE_HOME"] = str(home)
     engine = make_engine(f"sqlite:///{home / 'lianjie.sqlite3'}")
-    bootstrap(engine)
+    operator_key = bootstrap(engine)
     if args.only is None:
         print(run_simulation(engine, SimConfig(seed=args.seed)).summary())
     add_user(engine, "admin", "admin", PASSWORD)
@@ -86,6 +117,7 @@ def main() -> None:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     base = f"http://127.0.0.1:{port}/console"
+    _risk_cases(f"http://127.0.0.1:{port}", operator_key)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_context(viewport=VIEWPORT).new_page()
@@ -99,6 +131,9 @@ def main() -> None:
         if args.only is None and day is not None:
             _shoot_payments(page, base, out, pending or merchant, refunded)
             _shoot(page, f"{base}/eod?day={day.isoformat()}", out / "console-clearing.png")
+            page.goto(base + "/risk")
+            page.click("button[id^=claim-]")  # one case claimed, as an analyst would
+            _shoot(page, base + "/risk", out / "console-risk.png")
         # Last, so its simulated days do not move the overview's day in the shots above.
         print(run_marketing_simulation(engine, MarketingSimConfig(seed=args.seed)).summary())
         with engine.connect() as conn:

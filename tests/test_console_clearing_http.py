@@ -66,7 +66,8 @@ def test_end_of_day_page_runs_a_finished_day(console: Console) -> None:
     assert '"settled": 1' in row.after or '"settled":1' in row.after
     again = api.ok("POST", "/v1/clearing/end_of_day", api.operator_key,
                    {"business_date": API_DAY})
-    assert again["resumed"] == ["credit", "settle", "seal", "clear"]  # the console ran the API's job
+    # the console ran the API's job
+    assert again["resumed"] == ["credit", "settle", "seal", "clear"]
     api.verify()
 
 
