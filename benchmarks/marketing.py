@@ -57,7 +57,7 @@ from payments_http import (
     stop_server,
 )
 
-from lianjie import ledger
+from lianjie import ledger, risk
 from lianjie import marketing as mkt
 from lianjie import payments as pay
 from lianjie.clock import SystemClock
@@ -175,10 +175,12 @@ def drive(submit: Any, consumers: list[str], producers: int, window: int
 CPU_S = [0.0]  # the process's CPU seconds over the last ``drive``: steadier than wall time
 
 
-def run_inprocess(url: str, shares: int, producers: int, window: int, batched: bool
-                  ) -> dict[str, Any]:
+def run_inprocess(url: str, shares: int, producers: int, window: int, batched: bool,
+                  risk_on: bool = True) -> dict[str, Any]:
     engine = make_engine(url)
     migrate(engine)
+    if not risk_on:  # the grab path alone, without asking the risk engine
+        risk.configure(engine, risk.RiskConfig(enabled=False))
     consumers = make_consumers(engine, shares)
     packet = hot_packet(engine, shares, shares * 88)
     committer = Committer(engine)
@@ -197,7 +199,8 @@ def run_inprocess(url: str, shares: int, producers: int, window: int, batched: b
     verdict = check(engine, packet, len(consumers))
     engine.dispose()
     ok_grabs = outcomes["ok"]
-    return {"mode": "batched" if batched else "unbatched", "requests": len(load),
+    return {"mode": "batched" if batched else "unbatched", "risk": risk_on,
+            "requests": len(load),
             "grabs": ok_grabs, "seconds": round(seconds, 3),
             "grabs_per_s": round(ok_grabs / seconds), "requests_per_s":
             round(len(load) / seconds), "outcomes": dict(outcomes),
@@ -352,16 +355,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=2048)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--coupon-payments", type=int, default=500)
+    parser.add_argument("--risk", choices=("on", "off"), default="on",
+                        help="in process: ask the risk engine on every grab (as served) or not")
     args = parser.parse_args(argv)
     headline: dict[str, Any] = {"benchmark": "marketing", "database": args.database,
+                                "risk_in_process": args.risk,
                                 "cpus": os.cpu_count(),
                                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
     ok = True
     if args.part in ("all", "inprocess"):
         for batched, shares in ((True, args.shares), (False, args.unbatched_shares)):
             with database(args.database) as url:
-                result = run_inprocess(url, shares, args.producers, args.window, batched)
-            report(f"in process, {result['mode']}", result)
+                result = run_inprocess(url, shares, args.producers, args.window, batched,
+                                       args.risk == "on")
+            report(f"in process, {result['mode']}, risk {args.risk}", result)
             ok = ok and result["check"]["ok"]
             headline[f"inprocess_{result['mode']}_grabs_per_s"] = result["grabs_per_s"]
             headline[f"inprocess_{result['mode']}_p99_ms"] = result["latency_ms"]["p99"]
