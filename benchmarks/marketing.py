@@ -53,6 +53,7 @@ from payments_http import (
     latency_line,
     pct,
     postgres_database,
+    process_tree_ticks,
     start_server,
     stop_server,
 )
@@ -71,6 +72,7 @@ CFG = pay.PaymentsConfig()
 CONSUMERS_PER_TXN = 2000
 EXTRA_SHARE = 0.10  # requests beyond the shares: second grabs and latecomers
 WAIT_S = 600
+TICK_S = os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -253,26 +255,32 @@ async def http_load(port: int, packet_id: str, keys: list[str], concurrency: int
     return time.perf_counter() - t0, latencies, outcomes
 
 
-def run_http(url: str, shares: int, concurrency: int) -> dict[str, Any]:
+def run_http(url: str, shares: int, concurrency: int, workers: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as home:
         engine = make_engine(url)
         migrate(engine)
-        server = start_server(url, Path(home), 1)
+        server = start_server(url, Path(home), workers)
         try:
             operator_key = (Path(home) / "operator_key").read_text().strip()
             packet_id, keys = asyncio.run(http_world(server.port, operator_key, shares))
+            server_cpu0, cpu0 = process_tree_ticks(server.pid) / TICK_S, time.process_time()
             seconds, latencies, outcomes = asyncio.run(
                 http_load(server.port, packet_id, keys, concurrency))
+            server_cpu = process_tree_ticks(server.pid) / TICK_S - server_cpu0
+            client_cpu = time.process_time() - cpu0
         finally:
             stop_server(server)
         with engine.connect() as conn:
             packet = mkt.require_packet(conn, packet_id)
         verdict = check(engine, packet, shares)
         engine.dispose()
-    return {"mode": "http", "requests": sum(outcomes.values()), "grabs": outcomes["ok"],
+    return {"mode": "http", "workers": workers, "requests": sum(outcomes.values()),
+            "grabs": outcomes["ok"],
             "seconds": round(seconds, 3), "grabs_per_s": round(outcomes["ok"] / seconds),
             "requests_per_s": round(sum(outcomes.values()) / seconds),
             "outcomes": dict(outcomes), "latencies": latencies,
+            "server_cpu_s": round(server_cpu, 3), "client_cpu_s": round(client_cpu, 3),
+            "grabs_per_server_cpu_s": round(outcomes["ok"] / server_cpu),
             "latency_ms": {q: round(pct(latencies, v), 2) for q, v in
                            (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}, "check": verdict}
 
@@ -337,6 +345,9 @@ def report(name: str, result: dict[str, Any]) -> None:
     if "cpu_s" in result:
         print(f"  process CPU {result['cpu_s']} s: {result['grabs_per_cpu_s']} grabs per CPU "
               f"second; {result['groups']} group commits, {result['batches']} grab batches")
+    if "server_cpu_s" in result:
+        print(f"  server CPU {result['server_cpu_s']} s: {result['grabs_per_server_cpu_s']} "
+              f"grabs per server CPU second; client CPU {result['client_cpu_s']} s")
     if "latencies" in result:
         print(latency_line("grab", result.pop("latencies")))
     if "check" in result:
@@ -355,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=2048)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--coupon-payments", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1, help="HTTP: server processes")
     parser.add_argument("--risk", choices=("on", "off"), default="on",
                         help="in process: ask the risk engine on every grab (as served) or not")
     args = parser.parse_args(argv)
@@ -375,11 +387,12 @@ def main(argv: list[str] | None = None) -> int:
             headline[f"inprocess_{result['mode']}_grabs_per_cpu_s"] = result["grabs_per_cpu_s"]
     if args.part in ("all", "http"):
         with database(args.database) as url:
-            result = run_http(url, args.http_shares, args.concurrency)
+            result = run_http(url, args.http_shares, args.concurrency, args.workers)
         report("over HTTP", result)
         ok = ok and result["check"]["ok"]
         headline["http_grabs_per_s"] = result["grabs_per_s"]
         headline["http_p99_ms"] = result["latency_ms"]["p99"]
+        headline["http_grabs_per_server_cpu_s"] = result["grabs_per_server_cpu_s"]
     if args.part in ("all", "coupon"):
         with database(args.database) as url:
             result = run_coupon(url, args.coupon_payments)
