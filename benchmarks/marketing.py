@@ -208,6 +208,8 @@ def run_inprocess(url: str, shares: int, producers: int, window: int, batched: b
             round(len(load) / seconds), "outcomes": dict(outcomes),
             "groups": committer.groups_committed, "batches": batcher.batches,
             "cpu_s": round(CPU_S[0], 3), "grabs_per_cpu_s": round(ok_grabs / CPU_S[0]),
+            "unit_cpu_s": round(batcher.unit_cpu_s, 3),
+            "grabs_per_unit_cpu_s": round(ok_grabs / batcher.unit_cpu_s) if batched else None,
             "latency_ms": {q: round(pct(latencies, v), 2) for q, v in
                            (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
             "latencies": latencies, "check": verdict}
@@ -345,6 +347,9 @@ def report(name: str, result: dict[str, Any]) -> None:
     if "cpu_s" in result:
         print(f"  process CPU {result['cpu_s']} s: {result['grabs_per_cpu_s']} grabs per CPU "
               f"second; {result['groups']} group commits, {result['batches']} grab batches")
+        if result.get("grabs_per_unit_cpu_s"):
+            print(f"  CPU inside the grab units {result['unit_cpu_s']} s: "
+                  f"{result['grabs_per_unit_cpu_s']} grabs per CPU second of the grab path")
     if "server_cpu_s" in result:
         print(f"  server CPU {result['server_cpu_s']} s: {result['grabs_per_server_cpu_s']} "
               f"grabs per server CPU second; client CPU {result['client_cpu_s']} s")
@@ -385,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
             headline[f"inprocess_{result['mode']}_grabs_per_s"] = result["grabs_per_s"]
             headline[f"inprocess_{result['mode']}_p99_ms"] = result["latency_ms"]["p99"]
             headline[f"inprocess_{result['mode']}_grabs_per_cpu_s"] = result["grabs_per_cpu_s"]
+            if batched:
+                headline["inprocess_batched_grabs_per_unit_cpu_s"] = \
+                    result["grabs_per_unit_cpu_s"]
     if args.part in ("all", "http"):
         with database(args.database) as url:
             result = run_http(url, args.http_shares, args.concurrency, args.workers)

@@ -18,6 +18,7 @@ never share a unit: the later waits for the next, so it sees what the earlier st
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
@@ -63,6 +64,7 @@ class GrabBatcher:
         self._pending: list[_Pending] = []
         self._scheduled = False
         self.batches = 0
+        self.unit_cpu_s = 0.0  # CPU time of the writer thread inside this batcher's units
 
     def submit(self, request: GrabRequest, tag: Any = None) -> Future[Any]:
         """The grab's future: a ``Grab`` (or, with an ``Around`` and a tag, what ``Around``
@@ -113,7 +115,11 @@ class GrabBatcher:
                         self._schedule()  # the rest go in the next unit
                     else:
                         self._scheduled = False
-            return self._run(conn, taken[0])
+            started = time.thread_time()
+            try:
+                return self._run(conn, taken[0])
+            finally:
+                self.unit_cpu_s += time.thread_time() - started
 
         def done(f: Future[list[Any]]) -> None:
             batch = taken[0] if taken else []
