@@ -53,11 +53,12 @@ from payments_http import (
     latency_line,
     pct,
     postgres_database,
+    process_tree_ticks,
     start_server,
     stop_server,
 )
 
-from lianjie import ledger
+from lianjie import ledger, risk
 from lianjie import marketing as mkt
 from lianjie import payments as pay
 from lianjie.clock import SystemClock
@@ -71,6 +72,7 @@ CFG = pay.PaymentsConfig()
 CONSUMERS_PER_TXN = 2000
 EXTRA_SHARE = 0.10  # requests beyond the shares: second grabs and latecomers
 WAIT_S = 600
+TICK_S = os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -175,10 +177,12 @@ def drive(submit: Any, consumers: list[str], producers: int, window: int
 CPU_S = [0.0]  # the process's CPU seconds over the last ``drive``: steadier than wall time
 
 
-def run_inprocess(url: str, shares: int, producers: int, window: int, batched: bool
-                  ) -> dict[str, Any]:
+def run_inprocess(url: str, shares: int, producers: int, window: int, batched: bool,
+                  risk_on: bool = True) -> dict[str, Any]:
     engine = make_engine(url)
     migrate(engine)
+    if not risk_on:  # the grab path alone, without asking the risk engine
+        risk.configure(engine, risk.RiskConfig(enabled=False))
     consumers = make_consumers(engine, shares)
     packet = hot_packet(engine, shares, shares * 88)
     committer = Committer(engine)
@@ -197,12 +201,15 @@ def run_inprocess(url: str, shares: int, producers: int, window: int, batched: b
     verdict = check(engine, packet, len(consumers))
     engine.dispose()
     ok_grabs = outcomes["ok"]
-    return {"mode": "batched" if batched else "unbatched", "requests": len(load),
+    return {"mode": "batched" if batched else "unbatched", "risk": risk_on,
+            "requests": len(load),
             "grabs": ok_grabs, "seconds": round(seconds, 3),
             "grabs_per_s": round(ok_grabs / seconds), "requests_per_s":
             round(len(load) / seconds), "outcomes": dict(outcomes),
             "groups": committer.groups_committed, "batches": batcher.batches,
             "cpu_s": round(CPU_S[0], 3), "grabs_per_cpu_s": round(ok_grabs / CPU_S[0]),
+            "unit_cpu_s": round(batcher.unit_cpu_s, 3),
+            "grabs_per_unit_cpu_s": round(ok_grabs / batcher.unit_cpu_s) if batched else None,
             "latency_ms": {q: round(pct(latencies, v), 2) for q, v in
                            (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
             "latencies": latencies, "check": verdict}
@@ -250,26 +257,32 @@ async def http_load(port: int, packet_id: str, keys: list[str], concurrency: int
     return time.perf_counter() - t0, latencies, outcomes
 
 
-def run_http(url: str, shares: int, concurrency: int) -> dict[str, Any]:
+def run_http(url: str, shares: int, concurrency: int, workers: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as home:
         engine = make_engine(url)
         migrate(engine)
-        server = start_server(url, Path(home), 1)
+        server = start_server(url, Path(home), workers)
         try:
             operator_key = (Path(home) / "operator_key").read_text().strip()
             packet_id, keys = asyncio.run(http_world(server.port, operator_key, shares))
+            server_cpu0, cpu0 = process_tree_ticks(server.pid) / TICK_S, time.process_time()
             seconds, latencies, outcomes = asyncio.run(
                 http_load(server.port, packet_id, keys, concurrency))
+            server_cpu = process_tree_ticks(server.pid) / TICK_S - server_cpu0
+            client_cpu = time.process_time() - cpu0
         finally:
             stop_server(server)
         with engine.connect() as conn:
             packet = mkt.require_packet(conn, packet_id)
         verdict = check(engine, packet, shares)
         engine.dispose()
-    return {"mode": "http", "requests": sum(outcomes.values()), "grabs": outcomes["ok"],
+    return {"mode": "http", "workers": workers, "requests": sum(outcomes.values()),
+            "grabs": outcomes["ok"],
             "seconds": round(seconds, 3), "grabs_per_s": round(outcomes["ok"] / seconds),
             "requests_per_s": round(sum(outcomes.values()) / seconds),
             "outcomes": dict(outcomes), "latencies": latencies,
+            "server_cpu_s": round(server_cpu, 3), "client_cpu_s": round(client_cpu, 3),
+            "grabs_per_server_cpu_s": round(outcomes["ok"] / server_cpu),
             "latency_ms": {q: round(pct(latencies, v), 2) for q, v in
                            (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}, "check": verdict}
 
@@ -334,6 +347,12 @@ def report(name: str, result: dict[str, Any]) -> None:
     if "cpu_s" in result:
         print(f"  process CPU {result['cpu_s']} s: {result['grabs_per_cpu_s']} grabs per CPU "
               f"second; {result['groups']} group commits, {result['batches']} grab batches")
+        if result.get("grabs_per_unit_cpu_s"):
+            print(f"  CPU inside the grab units {result['unit_cpu_s']} s: "
+                  f"{result['grabs_per_unit_cpu_s']} grabs per CPU second of the grab path")
+    if "server_cpu_s" in result:
+        print(f"  server CPU {result['server_cpu_s']} s: {result['grabs_per_server_cpu_s']} "
+              f"grabs per server CPU second; client CPU {result['client_cpu_s']} s")
     if "latencies" in result:
         print(latency_line("grab", result.pop("latencies")))
     if "check" in result:
@@ -352,27 +371,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=2048)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--coupon-payments", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1, help="HTTP: server processes")
+    parser.add_argument("--risk", choices=("on", "off"), default="on",
+                        help="in process: ask the risk engine on every grab (as served) or not")
     args = parser.parse_args(argv)
     headline: dict[str, Any] = {"benchmark": "marketing", "database": args.database,
+                                "risk_in_process": args.risk,
                                 "cpus": os.cpu_count(),
                                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
     ok = True
     if args.part in ("all", "inprocess"):
         for batched, shares in ((True, args.shares), (False, args.unbatched_shares)):
             with database(args.database) as url:
-                result = run_inprocess(url, shares, args.producers, args.window, batched)
-            report(f"in process, {result['mode']}", result)
+                result = run_inprocess(url, shares, args.producers, args.window, batched,
+                                       args.risk == "on")
+            report(f"in process, {result['mode']}, risk {args.risk}", result)
             ok = ok and result["check"]["ok"]
             headline[f"inprocess_{result['mode']}_grabs_per_s"] = result["grabs_per_s"]
             headline[f"inprocess_{result['mode']}_p99_ms"] = result["latency_ms"]["p99"]
             headline[f"inprocess_{result['mode']}_grabs_per_cpu_s"] = result["grabs_per_cpu_s"]
+            if batched:
+                headline["inprocess_batched_grabs_per_unit_cpu_s"] = \
+                    result["grabs_per_unit_cpu_s"]
     if args.part in ("all", "http"):
         with database(args.database) as url:
-            result = run_http(url, args.http_shares, args.concurrency)
+            result = run_http(url, args.http_shares, args.concurrency, args.workers)
         report("over HTTP", result)
         ok = ok and result["check"]["ok"]
         headline["http_grabs_per_s"] = result["grabs_per_s"]
         headline["http_p99_ms"] = result["latency_ms"]["p99"]
+        headline["http_grabs_per_server_cpu_s"] = result["grabs_per_server_cpu_s"]
     if args.part in ("all", "coupon"):
         with database(args.database) as url:
             result = run_coupon(url, args.coupon_payments)

@@ -74,6 +74,57 @@ def test_red_packet_end_to_end_with_refusals(api: Api) -> None:
     api.verify()
 
 
+def test_racing_http_grabs_share_units_and_keep_idempotency_keys(api: Api) -> None:
+    """Concurrent HTTP grabs go through one batcher: never overspent, each member at most
+    once, and each Idempotency-Key answered once (the same response replayed, another body
+    refused) even when the requests with one key race each other."""
+    alice, outsider = api.consumer(5000), api.consumer()
+    members = [api.consumer() for _ in range(12)]
+    group = api.ok("POST", "/v1/groups", alice["api_key"], {"name": "family"})
+    api.ok("POST", f"/v1/groups/{group['id']}/members", alice["api_key"],
+           {"consumer_ids": [m["id"] for m in members]})
+    packet = api.ok("POST", "/v1/red_packets", alice["api_key"],
+                    {"group_id": group["id"], "amount": 1000, "shares": 12, "split": "lucky"})
+    path = f"/v1/red_packets/{packet['id']}/grab"
+    bob, carol = members[0], members[1]
+    calls: list[tuple[dict[str, Any], dict[str, Any], str]] = [
+        (m, {}, f"k-{m['id']}") for m in members[1:]]
+    calls += [(bob, {}, "same-key")] * 6  # one key racing itself: one grab, the rest replays
+    calls += [(bob, {"device_id": "other"}, "same-key")]  # the same key, another body
+    calls += [(carol, {}, f"second-{i}") for i in range(3)]  # new keys: second grabs
+    calls += [(outsider, {}, "outsider")]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda c: api.call("POST", path, c[0]["api_key"], c[1], c[2]),
+                                calls))
+    by_who: dict[str, list[Any]] = {}
+    for (who, _body, key), r in zip(calls, results, strict=True):
+        by_who.setdefault("bob" if key == "same-key" else who["id"], []).append(r)
+    bobs = sorted(by_who.pop("bob"), key=lambda r: r.status_code)
+    assert [r.status_code for r in bobs] in ([200] * 6 + [409], [200] + [409] * 6)
+    assert all(r.json()["error"]["code"] == "idempotency_conflict" for r in bobs
+               if r.status_code == 409)
+    ok_bob = [r for r in bobs if r.status_code == 200]
+    assert len({r.text for r in ok_bob}) == 1  # one grab, its response replayed
+    assert [r.headers.get("Idempotent-Replayed") for r in ok_bob].count(None) == 1
+    carols = sorted(by_who.pop(carol["id"]), key=lambda r: r.status_code)
+    assert [r.status_code for r in carols] == [200, 409, 409, 409]
+    assert {r.json()["error"]["code"] for r in carols[1:]} == {"already_grabbed"}
+    assert by_who.pop(outsider["id"])[0].json()["error"]["code"] == "not_in_group"
+    assert all(rs[0].status_code == 200 for rs in by_who.values())
+    grabbed = api.ok("GET", f"{path}s?limit=100", alice["api_key"])["data"]
+    assert len(grabbed) == 12 and len({g["consumer_id"] for g in grabbed}) == 12
+    assert sorted(g["seq"] for g in grabbed) == list(range(12))
+    assert sum(g["amount"] for g in grabbed) == 1000
+    assert sum(api.balance(m) for m in members) == 1000
+    assert api.ok("GET", f"/v1/red_packets/{packet['id']}", alice["api_key"])["status"] == \
+        "emptied"
+    again = api.call("POST", path, bob["api_key"], {}, "same-key")
+    assert again.status_code in (200, 409)
+    if again.status_code == 200:
+        assert again.text == ok_bob[0].text and again.headers["Idempotent-Replayed"] == "true"
+    api.verify()
+
+
 def test_expired_red_packet_returns_money_and_refuses_grabs(api: Api) -> None:
     alice, bob = api.consumer(1000), api.consumer()
     group = api.ok("POST", "/v1/groups", alice["api_key"], {"name": "pair"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -174,6 +175,56 @@ def test_racing_grabs_never_overspend(world: World, committer: Committer,
         ErrorCode.RED_PACKET_EMPTY, ErrorCode.ALREADY_GRABBED}
     assert sum(world.balance(t) for t in takers) == 10_007
     assert world.balance(packet.id, Purpose.RED_PACKET) == 0
+    world.check()
+
+
+class _Tagged:
+    """An ``Around`` that records each unit's tags and answers with the grab's amount."""
+
+    def __init__(self) -> None:
+        self.units: list[list[tuple[str, int]]] = []
+
+    def same(self, tag: tuple[str, int]) -> str:
+        return tag[0]
+
+    def before(self, conn: Connection, tags: list[tuple[str, int]]) -> list[object]:
+        self.units.append(list(tags))
+        return [None] * len(tags)
+
+    def after(self, conn: Connection, now: object, tags: list[tuple[str, int]],
+              outcomes: list[mkt.Grab | DomainError]) -> list[object]:
+        return [o if isinstance(o, DomainError) else ("amount", o.amount) for o in outcomes]
+
+
+def test_batched_requests_with_one_key_never_share_a_unit(world: World,
+                                                           committer: Committer) -> None:
+    """Requests queued together are split so that two with the same ``Around.same`` key run
+    in successive units, in order; the others share the first unit."""
+    sender = world.consumer(1_000_000)
+    takers = [world.consumer() for _ in range(5)]
+    packet = _send(world, sender, _group(world, sender, *takers), 500, 5)
+    around = _Tagged()
+    batcher = mkt.GrabBatcher(committer, world.clock, around)
+    gate = threading.Event()
+    blocker = committer.submit(lambda c: gate.wait(WAIT_S))  # hold the writer: all queue up
+    futures = [batcher.submit(mkt.GrabRequest(packet.id, takers[0]), ("k", 0)),
+               batcher.submit(mkt.GrabRequest(packet.id, takers[0]), ("k", 1)),
+               *(batcher.submit(mkt.GrabRequest(packet.id, t), (t, 0)) for t in takers[1:]),
+               batcher.submit(mkt.GrabRequest(packet.id, takers[0]), ("k", 2)),
+               batcher.submit(mkt.GrabRequest(packet.id, takers[1]))]  # untagged
+    gate.set()
+    blocker.result(WAIT_S)
+    outcomes = []
+    for f in futures:
+        try:
+            outcomes.append(f.result(WAIT_S))
+        except DomainError as exc:
+            outcomes.append(exc.code)
+    assert [u[0] for u in around.units] == [("k", 0), ("k", 1), ("k", 2)]
+    assert len(around.units[0]) == 5 and around.units[1:] == [[("k", 1)], [("k", 2)]]
+    assert outcomes[1] == outcomes[6] == outcomes[7] == ErrorCode.ALREADY_GRABBED
+    got = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(got) == 5 and sum(a for _, a in got) == 500
     world.check()
 
 

@@ -11,10 +11,11 @@ to the API key that sent them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, delete, select, text
+from sqlalchemy import Connection, bindparam, delete, select, text, tuple_
 
 from lianjie.api.schema import idempotency_keys as ik
 from lianjie.errors import DomainError, ErrorCode
@@ -76,6 +77,59 @@ def store(conn: Connection, now: datetime, api_key_id: str, key: str, fp: bytes,
           status_code: int, body: str) -> None:
     conn.execute(_STORE, {"api_key_id": api_key_id, "key": key, "fingerprint": fp,
                           "status_code": status_code, "body": body, "created_at": now})
+
+
+# -- many requests in one unit (red packet grabs batched into one unit of work) ---------------
+
+_LOOKUP_MANY = select(ik.c.api_key_id, ik.c.key, ik.c.fingerprint, ik.c.status_code, ik.c.body
+                      ).where(tuple_(ik.c.api_key_id, ik.c.key).in_(
+                          bindparam("b_pairs", expanding=True)))
+_LOCK_MANY_PG = text("SELECT count(pg_advisory_xact_lock(k)) FROM "
+                     "(SELECT unnest(CAST(:lock_keys AS bigint[])) AS k ORDER BY 1) AS s")
+LOOKUP_CHUNK = 1000
+
+
+def _lock_key(api_key_id: str, key: str) -> int:
+    digest = hashlib.sha256(api_key_id.encode() + b"\0" + key.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lookup_many(conn: Connection, requests: Sequence[tuple[str, str, bytes]]
+                ) -> list[Stored | DomainError | None]:
+    """``lookup`` for many ``(api_key_id, key, fingerprint)`` at once, whose (API key, key)
+    pairs are distinct: one lock statement (keys locked in order, so two batches cannot
+    deadlock each other) and one select per ``LOOKUP_CHUNK``. Per request: the stored response,
+    an ``idempotency_conflict`` error to answer with, or None when it has not run."""
+    if conn.dialect.name == "postgresql" and requests:
+        conn.execute(_LOCK_MANY_PG, {"lock_keys": sorted(
+            {_lock_key(a, k) for a, k, _ in requests})})
+    found: dict[tuple[str, str], tuple[bytes, int, str]] = {}
+    pairs = [(a, k) for a, k, _ in requests]
+    for i in range(0, len(pairs), LOOKUP_CHUNK):
+        for row in conn.execute(_LOOKUP_MANY, {"b_pairs": pairs[i:i + LOOKUP_CHUNK]}):
+            found[(row.api_key_id, row.key)] = (bytes(row.fingerprint), row.status_code,
+                                                row.body)
+    out: list[Stored | DomainError | None] = []
+    for a, k, fp in requests:
+        hit = found.get((a, k))
+        if hit is None:
+            out.append(None)
+        elif hit[0] != fp:
+            out.append(DomainError(ErrorCode.IDEMPOTENCY_CONFLICT,
+                                   "this Idempotency-Key was used with a different request",
+                                   "Idempotency-Key"))
+        else:
+            out.append(Stored(hit[1], hit[2]))
+    return out
+
+
+def store_many(conn: Connection, now: datetime,
+               rows: Sequence[tuple[str, str, bytes, int, str]]) -> None:
+    """``store`` for many ``(api_key_id, key, fingerprint, status_code, body)``: one
+    executemany."""
+    if rows:
+        conn.execute(_STORE, [{"api_key_id": a, "key": k, "fingerprint": fp, "status_code": st,
+                               "body": body, "created_at": now} for a, k, fp, st, body in rows])
 
 
 def do_purge(conn: Connection, now: datetime) -> int:

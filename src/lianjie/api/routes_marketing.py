@@ -12,19 +12,24 @@ Times on the wire are Unix seconds (``starts_at``, ``ends_at``), as Stripe's are
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import StrictInt
 from sqlalchemy import Connection
 from starlette.responses import Response
 
 from lianjie import marketing as mkt
-from lianjie.api import views
+from lianjie.api import idempotency, views
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
 from lianjie.api.runtime import Runtime, current_runtime, json, require_role
+from lianjie.committer import Committer
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.money import DEFAULT_CURRENCY
 from lianjie.payments import PLATFORM_ID
@@ -201,15 +206,59 @@ async def list_grabs(packet_id: str, rt: RT, p: Caller, after: int = -1,
     return json(await rt.read(read))
 
 
+_IdemTag = tuple[str, str, bytes]  # API key id, Idempotency-Key, request fingerprint
+
+
+class _IdempotentGrabs:
+    """Idempotency-Keys for grabs batched into one unit (see ``mkt.batcher``): what
+    ``Runtime.mutate`` does for one request, done for a batch of them in the same unit."""
+
+    def same(self, tag: _IdemTag) -> tuple[str, str]:
+        return tag[0], tag[1]
+
+    def before(self, conn: Connection, tags: Sequence[_IdemTag]) -> list[Any]:
+        return [None if found is None else found if isinstance(found, DomainError)
+                else (found, True) for found in idempotency.lookup_many(conn, tags)]
+
+    def after(self, conn: Connection, now: datetime, tags: Sequence[_IdemTag],
+              outcomes: Sequence[mkt.Grab | DomainError]) -> list[Any]:
+        answers: list[Any] = []
+        rows: list[tuple[str, str, bytes, int, str]] = []
+        for (key_id, key, fp), outcome in zip(tags, outcomes, strict=True):
+            if isinstance(outcome, DomainError):  # refusals are not stored: nothing changed
+                answers.append(outcome)
+                continue
+            text = orjson.dumps(_grab_view(outcome)).decode()
+            rows.append((key_id, key, fp, 200, text))
+            answers.append((idempotency.Stored(200, text), False))
+        idempotency.store_many(conn, now, rows)
+        return answers
+
+
+_GRAB_BATCHERS: weakref.WeakKeyDictionary[Committer, mkt.GrabBatcher] = \
+    weakref.WeakKeyDictionary()
+
+
+def _grab_batcher(rt: Runtime) -> mkt.GrabBatcher:
+    batcher = _GRAB_BATCHERS.get(rt.committer)
+    if batcher is None:  # made on the event loop's thread: no race
+        batcher = _GRAB_BATCHERS[rt.committer] = mkt.GrabBatcher(rt.committer, rt.clock,
+                                                                  _IdempotentGrabs())
+    return batcher
+
+
 @router.post("/red_packets/{packet_id}/grab", tags=["red packets"])
 async def grab(packet_id: str, body: GrabIn, request: Request, rt: RT, p: Caller) -> Response:
+    """Concurrent grabs share one unit of work (``GrabBatcher``); each request's response is
+    stored under its Idempotency-Key in that unit, as ``Runtime.mutate`` would store it."""
     consumer = _consumer(p)
-
-    def action(conn: Connection) -> tuple[int, dict[str, Any]]:
-        found = mkt.do_grab(conn, rt.clock.now(), packet_id, consumer, body.device_id)
-        return 200, _grab_view(found)
-
-    return await rt.mutate(request, p, action)
+    key = idempotency.check_key(request.headers.get("idempotency-key"))
+    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    future = _grab_batcher(rt).submit(mkt.GrabRequest(packet_id, consumer, body.device_id),
+                                      (p.key_id, key, fp))
+    stored, replayed = await asyncio.wrap_future(future)
+    return Response(stored.body, status_code=stored.status_code, media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
 # -- campaigns ----------------------------------------------------------------------------

@@ -7,19 +7,28 @@ read and write, one ledger call (whose cost grows slowly with its size) and one 
 the committer, and that unit, when the writer thread runs it, takes every grab queued by then
 (at most ``GRABS_PER_BATCH_MAX``). A caller's future resolves only after the committer's group
 is durable, with the grab or its refusal (``DomainError``).
+
+A batcher may be given an ``Around``: per-request work done in the same unit before and after
+the grabs, for requests that carry a ``tag``. The HTTP route uses it for Idempotency-Keys: the
+unit looks up every request's key at once, grabs for those that have not run, and stores their
+responses in the same transaction as the grabs. Two requests with the same ``Around.same`` key
+never share a unit: the later waits for the next, so it sees what the earlier stored.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
 from lianjie.clock import Clock
 from lianjie.committer import Committer
+from lianjie.errors import DomainError
 from lianjie.marketing.redpackets import (
     GRABS_PER_BATCH_MAX,
     Grab,
@@ -27,29 +36,73 @@ from lianjie.marketing.redpackets import (
     do_grab_many,
 )
 
-_Pending = tuple[GrabRequest, "Future[Grab]"]
+_Pending = tuple[GrabRequest, "Future[Any]", Any]
+
+
+class Around(Protocol):
+    """Per-request work in a batch's unit, for requests submitted with a ``tag``."""
+
+    def same(self, tag: Any) -> Hashable:
+        """Requests whose tags give the same value are never put in one unit."""
+
+    def before(self, conn: Connection, tags: Sequence[Any]) -> list[Any]:
+        """Per tag: None to grab, or what to resolve the request with instead (an exception
+        instance to fail it)."""
+
+    def after(self, conn: Connection, now: datetime, tags: Sequence[Any],
+              outcomes: Sequence[Grab | DomainError]) -> list[Any]:
+        """Per grab attempted: what to resolve its request with (an exception to fail it)."""
 
 
 class GrabBatcher:
-    def __init__(self, committer: Committer, clock: Clock) -> None:
+    def __init__(self, committer: Committer, clock: Clock, around: Around | None = None
+                 ) -> None:
         self.committer = committer
         self.clock = clock
+        self.around = around
         self._lock = threading.Lock()
         self._pending: list[_Pending] = []
         self._scheduled = False
         self.batches = 0
+        self.unit_cpu_s = 0.0  # CPU time of the writer thread inside this batcher's units
 
-    def submit(self, request: GrabRequest) -> Future[Grab]:
-        future: Future[Grab] = Future()
+    def submit(self, request: GrabRequest, tag: Any = None) -> Future[Any]:
+        """The grab's future: a ``Grab`` (or, with an ``Around`` and a tag, what ``Around``
+        answers), or the refusal as its exception."""
+        future: Future[Any] = Future()
         with self._lock:
-            self._pending.append((request, future))
+            self._pending.append((request, future, tag))
             if not self._scheduled:
                 self._scheduled = True
-                self._schedule()
+                try:
+                    self._schedule()
+                except BaseException:  # the committer has stopped: this grab never runs
+                    self._pending.pop()
+                    raise
         return future
 
     def grab(self, request: GrabRequest) -> Grab:
-        return self.submit(request).result()
+        found: Grab = self.submit(request).result()
+        return found
+
+    def _take(self) -> list[_Pending]:
+        """The next batch, under ``_lock``: at most ``GRABS_PER_BATCH_MAX``, and no two
+        requests with the same ``Around.same`` key (the later stay queued, in order)."""
+        if self.around is None:
+            batch = self._pending[:GRABS_PER_BATCH_MAX]
+            del self._pending[:GRABS_PER_BATCH_MAX]
+            return batch
+        batch, rest, seen = [], [], set()
+        for item in self._pending:
+            key = None if item[2] is None else self.around.same(item[2])
+            if len(batch) >= GRABS_PER_BATCH_MAX or (key is not None and key in seen):
+                rest.append(item)
+                continue
+            if key is not None:
+                seen.add(key)
+            batch.append(item)
+        self._pending = rest
+        return batch
 
     def _schedule(self) -> None:
         taken: list[list[_Pending]] = []
@@ -57,14 +110,16 @@ class GrabBatcher:
         def unit(conn: Connection) -> list[Any]:
             if not taken:  # a group the committer retries runs this unit again: same batch
                 with self._lock:
-                    taken.append(self._pending[:GRABS_PER_BATCH_MAX])
-                    del self._pending[:GRABS_PER_BATCH_MAX]
+                    taken.append(self._take())
                     if self._pending:
                         self._schedule()  # the rest go in the next unit
                     else:
                         self._scheduled = False
-            now: datetime = self.clock.now()
-            return do_grab_many(conn, now, [req for req, _ in taken[0]])
+            started = time.thread_time()
+            try:
+                return self._run(conn, taken[0])
+            finally:
+                self.unit_cpu_s += time.thread_time() - started
 
         def done(f: Future[list[Any]]) -> None:
             batch = taken[0] if taken else []
@@ -74,13 +129,44 @@ class GrabBatcher:
                 if not taken:  # the unit never ran: fail what is queued rather than strand it
                     with self._lock:
                         batch, self._pending, self._scheduled = self._pending, [], False
-                for _, fut in batch:
+                for _, fut, _tag in batch:
                     fut.set_exception(exc)
                 return
-            for (_, fut), outcome in zip(batch, f.result(), strict=True):
-                if isinstance(outcome, Exception):
+            for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True):
+                if isinstance(outcome, BaseException):
                     fut.set_exception(outcome)
                 else:
                     fut.set_result(outcome)
 
-        self.committer.submit(unit).add_done_callback(done)
+        try:
+            self.committer.submit(unit).add_done_callback(done)
+        except BaseException:  # the committer has stopped: nothing is scheduled any more
+            self._scheduled = False
+            raise
+
+    def _run(self, conn: Connection, batch: list[_Pending]) -> list[Any]:
+        now: datetime = self.clock.now()
+        if not batch:
+            return []
+        if self.around is None or all(tag is None for _, _, tag in batch):
+            return list(do_grab_many(conn, now, [req for req, _, _ in batch]))
+        around = self.around
+        tagged = [i for i, item in enumerate(batch) if item[2] is not None]
+        results: list[Any] = [None] * len(batch)
+        for i, answer in zip(tagged, around.before(conn, [batch[i][2] for i in tagged]),
+                             strict=True):
+            results[i] = answer
+        to_grab = [i for i in range(len(batch)) if results[i] is None]
+        if not to_grab:
+            return results
+        outcomes = do_grab_many(conn, now, [batch[i][0] for i in to_grab])
+        wrapped = [i for i in to_grab if batch[i][2] is not None]
+        by_index = dict(zip(to_grab, outcomes, strict=True))
+        for i in to_grab:
+            if batch[i][2] is None:
+                results[i] = by_index[i]
+        for i, answer in zip(wrapped, around.after(conn, now, [batch[i][2] for i in wrapped],
+                                                   [by_index[i] for i in wrapped]),
+                             strict=True):
+            results[i] = answer
+        return results

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from lianjie import events, ledger
 from lianjie.clock import to_us
@@ -238,30 +238,57 @@ def do_grab_many(conn: Connection, now: datetime, requests: Sequence[GrabRequest
     return [o for o in outcomes if o is not None]
 
 
+SQL_IN_CHUNK_MAX = 1000
+
+
+def _column_in(conn: Connection, sql: str, params: tuple[object, ...], values: list[str]
+               ) -> list[Any]:
+    """Rows of driver ``sql`` whose last condition is ``{in}``: one statement per chunk of
+    ``values``, with no SQLAlchemy statement built per batch (``in_()`` renders one bind
+    parameter per value on every call, which cost as much as the query). PostgreSQL gets one
+    array parameter, SQLite one ``?`` per value."""
+    pg = conn.dialect.name == "postgresql"
+    sql = sql.replace("?", "%s") if pg else sql
+    rows: list[Any] = []
+    for i in range(0, len(values), SQL_IN_CHUNK_MAX):
+        chunk = values[i:i + SQL_IN_CHUNK_MAX]
+        if pg:
+            rows += conn.exec_driver_sql(sql.format(**{"in": "= ANY(%s::text[])"}),
+                                         (*params, chunk)).all()
+        else:
+            rows += conn.exec_driver_sql(
+                sql.format(**{"in": f"IN ({', '.join('?' * len(chunk))})"}),
+                (*params, *chunk)).all()
+    return rows
+
+
+_ALREADY_SQL = f"SELECT consumer_id FROM {grabs.name} WHERE packet_id = ? AND consumer_id {{in}}"
+_MEMBERS_SQL = (f"SELECT consumer_id FROM {group_members.name} WHERE group_id = ? "
+                "AND consumer_id {in}")
+_PER_PERSON_SQL = (f"SELECT consumer_id, count(*) FROM {grabs.name} WHERE campaign_id = ? "
+                   "AND consumer_id {in} GROUP BY consumer_id")
+_WALLETS_SQL = (f"SELECT owner_id, id, status FROM {ls.accounts.name} WHERE purpose = ? "
+                "AND currency = ? AND owner_id {in}")
+
+
 def _refusals(conn: Connection, packet: RedPacket, consumers: list[str],
               taken: dict[tuple[str, str], int]
               ) -> tuple[dict[str, DomainError], dict[str, int]]:
-    """Who may not grab and why, and the wallet account of everyone who may."""
+    """Who may not grab and why, and the wallet account of everyone who may: one read of each
+    kind for the whole batch."""
     refused: dict[str, DomainError] = {}
     wanted = sorted(set(consumers))
-    already = set(conn.execute(select(grabs.c.consumer_id).where(
-        grabs.c.packet_id == packet.id, grabs.c.consumer_id.in_(wanted))).scalars())
-    for c in already:
+    for (c,) in _column_in(conn, _ALREADY_SQL, (packet.id,), wanted):
         refused[c] = DomainError(E.ALREADY_GRABBED, "you already grabbed this red packet", "id")
     if packet.group_id is not None:
-        members = set(conn.execute(select(group_members.c.consumer_id).where(
-            group_members.c.group_id == packet.group_id,
-            group_members.c.consumer_id.in_(wanted))).scalars())
+        members = {c for (c,) in _column_in(conn, _MEMBERS_SQL, (packet.group_id,), wanted)}
         for c in set(wanted) - members:
             refused.setdefault(c, DomainError(E.NOT_IN_GROUP, "only members of the group may "
                                               "grab this red packet", "id"))
     if packet.campaign_id is not None and packet.per_person_max is not None:
         _per_person(conn, packet, wanted, refused, taken)
-    a = ls.accounts
-    wallets = {r.owner_id: (r.id, r.status) for r in conn.execute(
-        select(a.c.owner_id, a.c.id, a.c.status).where(
-            a.c.owner_id.in_(wanted), a.c.purpose == Purpose.WALLET.value,
-            a.c.currency == packet.currency))}
+    wallets = {owner: (account, status) for owner, account, status in _column_in(
+        conn, _WALLETS_SQL, (Purpose.WALLET.value, packet.currency), wanted)}
     for c in wanted:
         found = wallets.get(c)
         if found is None:
@@ -273,17 +300,19 @@ def _refusals(conn: Connection, packet: RedPacket, consumers: list[str],
     return refused, {c: w[0] for c, w in wallets.items()}
 
 
+_LOCK_CAMPAIGN = select(campaigns.c.id).where(campaigns.c.id == bindparam("b_id")
+                                              ).with_for_update()
+
+
 def _per_person(conn: Connection, packet: RedPacket, wanted: list[str],
                 refused: dict[str, DomainError], taken: dict[tuple[str, str], int]) -> None:
     """Refuse consumers at the campaign's per-person limit. On PostgreSQL the campaign row is
     locked first, so grabs of one campaign's packets in concurrent transactions count in turn."""
     assert packet.per_person_max is not None and packet.campaign_id is not None
     if conn.dialect.name == "postgresql":
-        conn.execute(select(campaigns.c.id).where(campaigns.c.id == packet.campaign_id)
-                     .with_for_update())
-    counts: dict[str, int] = dict(conn.execute(select(grabs.c.consumer_id, func.count()).where(
-        grabs.c.campaign_id == packet.campaign_id, grabs.c.consumer_id.in_(wanted))
-        .group_by(grabs.c.consumer_id)).all())
+        conn.execute(_LOCK_CAMPAIGN, {"b_id": packet.campaign_id})
+    counts: dict[str, int] = {c: n for c, n in _column_in(
+        conn, _PER_PERSON_SQL, (packet.campaign_id,), wanted)}
     for c in wanted:
         n = counts.get(c, 0) + taken.get((packet.campaign_id, c), 0)
         if n >= packet.per_person_max:
@@ -303,6 +332,7 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str, reqs: list[Gra
         err = DomainError(E.RED_PACKET_EXPIRED, "the red packet has expired", "id")
         return [err] * len(reqs)
     refused, wallets = _refusals(conn, packet, [r.consumer_id for r in reqs], taken_in_batch)
+    ask_risk = risk.asks(conn)
     outcomes: list[Grab | DomainError] = []
     entries: list[Entry] = []
     rows: list[dict[str, Any]] = []
@@ -318,13 +348,15 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str, reqs: list[Gra
             continue
         amount = split.share(packet.split, packet.seed, packet.amount, packet.shares, seq,
                              taken)
-        try:
-            risk.screen(conn, now, "grab", c, packet.id, amount, packet.currency, req.device_id)
-        except RiskDeclined as declined:  # this grab only: log the decision, go on
-            declined.record(conn)
-            outcomes.append(declined)
-            refused[c] = declined
-            continue
+        if ask_risk:
+            try:
+                risk.screen(conn, now, "grab", c, packet.id, amount, packet.currency,
+                            req.device_id)
+            except RiskDeclined as declined:  # this grab only: log the decision, go on
+                declined.record(conn)
+                outcomes.append(declined)
+                refused[c] = declined
+                continue
         entries.append(Entry(key=f"grab:{packet.id}:{c}", legs=(
             Leg(packet.escrow_account_id, wallets[c], amount),), code="red_packet_grab",
             memo=packet.id))

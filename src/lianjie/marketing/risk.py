@@ -15,6 +15,15 @@ from sqlalchemy import Connection
 _KINDS = {"grab": "red_packet_grab", "claim": "coupon_claim"}
 
 
+def asks(conn: Connection) -> bool:
+    """Whether ``screen`` asks the risk engine at all. When the engine is off for this database
+    it allows every event without logging it, so a batch of grabs skips ``screen`` (and the
+    engine's per-call refresh read) altogether."""
+    from lianjie import risk
+
+    return risk.config_of(conn).enabled
+
+
 def screen(conn: Connection, now: datetime, action: str, consumer_id: str, subject_id: str,
            amount: int, currency: str, device_id: str | None = None) -> None:
     """Ask the risk engine about ``action`` ("grab", "claim", "redeem") before money moves.
