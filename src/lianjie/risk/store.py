@@ -48,6 +48,9 @@ def set_state(conn: Connection, *, rules_version: int | None = None,
     updated = conn.execute(schema.state.update().where(schema.state.c.id == 1).values(**values))
     if updated.rowcount == 0:
         conn.execute(schema.state.insert().values(id=1, epoch=new_id("epoch"), **values))
+    from lianjie.risk.engine import forget_check
+
+    forget_check(conn)
 
 
 @dataclass(frozen=True, slots=True)
