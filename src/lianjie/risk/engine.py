@@ -223,7 +223,7 @@ def evaluate(compiled: tuple[rulesets.Compiled, ...] | rulesets.Batch, feats: di
         if rules.program is not None:
             try:
                 results = rules.program.execute(context)
-            except (RuntimeError, ValueError, TypeError):
+            except rulesets.CEL_ERRORS:
                 pass  # a rule failed: run them one by one to name it and keep the others
             else:
                 return [c.rule for c, r in zip(rules.compiled, results, strict=True)
@@ -240,7 +240,7 @@ def _one_by_one(compiled: tuple[rulesets.Compiled, ...], context: Any
         try:
             if c.program.execute(context) is True:
                 fired.append(c.rule)
-        except (RuntimeError, ValueError, TypeError):
+        except rulesets.CEL_ERRORS:
             failed.append(c.rule.name)
     return fired, failed
 

@@ -33,6 +33,9 @@ EXPRESSION_LENGTH_MAX = 2000
 NAME_LENGTH_MAX = 64
 REVIEW_SCORE_DEFAULT = 60.0
 BLOCK_SCORE_DEFAULT = 100.0
+# What running a CEL program raises when a rule fails on its input (a type mismatch, a missing
+# key, an integer division by zero is a ``ZeroDivisionError``).
+CEL_ERRORS = (RuntimeError, ValueError, TypeError, ArithmeticError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ def compile_set(rule_set: RuleSet) -> tuple[Compiled, ...]:
     for c in compiled:  # CEL is strictly typed: ``amount > 1.5`` fails on an int at run time
         try:
             result = c.program.execute(context)
-        except (RuntimeError, ValueError, TypeError) as exc:
+        except CEL_ERRORS as exc:
             raise _refuse(f"rule {c.rule.name!r} does not evaluate: {exc}") from None
         if not isinstance(result, bool):
             raise _refuse(f"rule {c.rule.name!r} must be true or false, not {result!r}")
