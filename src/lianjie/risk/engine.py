@@ -218,16 +218,18 @@ def evaluate(compiled: tuple[rulesets.Compiled, ...] | rulesets.Batch, feats: di
     """The rules that fire (shadow ones included) and the names of any that failed to run."""
     if isinstance(compiled, rulesets.Batch):
         rules = compiled
-        context = cel.Context({n: feats[n] for n in rules.variables if n in feats})
-        if rules.program is not None:
-            try:
-                results = rules.program.execute(context)
-            except rulesets.CEL_ERRORS:
-                pass  # a rule failed: run them one by one to name it and keep the others
-            else:
+        values = {n: feats[n] for n in rules.variables if n in feats}
+        if rules.program is not None and len(values) == len(rules.variables):
+            with rules.lock:
+                rules.context.update(values)
+                try:
+                    results = rules.program.execute(rules.context)
+                except rulesets.CEL_ERRORS:
+                    results = None  # a rule failed: one by one, to name it and keep the others
+            if results is not None:
                 return [c.rule for c, r in zip(rules.compiled, results, strict=True)
                         if r is True], []
-        return _one_by_one(rules.compiled, context)
+        return _one_by_one(rules.compiled, cel.Context(values))
     return _one_by_one(compiled, cel.Context(feats))
 
 
