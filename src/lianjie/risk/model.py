@@ -2,9 +2,9 @@
 
 A model is stored in ``risk_models`` as LightGBM's text format with the list of features it was
 trained on, and is registered only if it loads and its features are all ones this code computes
-(``risk_model_invalid`` otherwise: the active version stays). Scoring uses ``pred_contrib``: one
-call gives each feature's contribution (SHAP values) and their sum, whose sigmoid is the fraud
-probability, so the reasons cost nothing extra.
+(``risk_model_invalid`` otherwise: the active version stays). One event is scored through
+LightGBM's single-row fast path, prepared once per model; the reasons are each feature's SHAP
+contribution (``pred_contrib``), asked only for events that are not simply allowed.
 
 Training splits by time (the latest ``test_share`` of events is the test set), never at random:
 a random split leaks tomorrow's fraud rings into today's training data.

@@ -2,7 +2,8 @@
 
 Every change to rules, the model or the lists bumps a counter in ``risk_state`` in the same
 transaction; a process compares the row with what it loaded and reloads what changed. One
-primary-key read per decision is the whole cost of hot reload.
+primary-key read per transaction (``set_state`` makes the next decision read it again) is the
+whole cost of hot reload.
 """
 
 from __future__ import annotations
