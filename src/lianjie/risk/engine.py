@@ -23,7 +23,8 @@ the model are reloaded when the version row says they changed.
 from __future__ import annotations
 
 import logging
-import secrets
+import os
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -305,13 +306,44 @@ def decide(conn: Connection, now: datetime, event: Event, *, reviewable: bool = 
 
 def _decision_id() -> str:
     """``rd_`` and 20 random base-62 digits, as ``new_id`` makes, at a tenth of its cost:
-    the digits of one 119-bit number, least significant first, two at a time."""
-    n = secrets.randbits(119)
+    the digits of one 119-bit number, least significant first, two at a time. The random
+    bits come from the operating system's source, read 4,095 bytes at a time (one read, not one
+    per decision), the low 119 bits of 15 bytes as ``secrets.randbits(119)`` gives."""
+    n = int.from_bytes(_random_bytes(15), "little") & _ID_MASK
     out = []
     for _ in range(10):
         n, r = divmod(n, 3844)
         out.append(_PAIRS[r])
     return "rd_" + "".join(out)
+
+
+_ID_MASK = (1 << 119) - 1
+
+
+class _RandomBytes:
+    """Bytes from ``os.urandom``, read 4095 at a time. A forked child starts empty, so two
+    processes never hand out the same bytes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.buf = b""
+        self.at = 0
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.lock = threading.Lock()
+        self.buf, self.at = b"", 0
+
+    def take(self, n: int) -> bytes:
+        with self.lock:
+            if self.at + n > len(self.buf):
+                self.buf, self.at = os.urandom(4095), 0
+            at = self.at
+            self.at = at + n
+            return self.buf[at:at + n]
+
+
+_random_bytes = _RandomBytes().take
 
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
