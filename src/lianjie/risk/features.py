@@ -68,6 +68,11 @@ FEATURES: tuple[str, ...] = (
     "account_age_days", "counterparty_age_days", "loop_back", "loop_ring", "category_code",
     "actor_blocked", "counterparty_blocked", "device_blocked", "ip_blocked", "actor_allowed",
 )
+# Velocity feature names per key, in ``Velocity.window``'s order.
+_WINDOW_NAMES = tuple(tuple(f"{k}_{n}" for n in (
+    "count_1m", "count_1h", "count_24h", "count_7d", "sum_1m", "sum_1h", "sum_24h", "sum_7d"))
+    for k in VELOCITY_KEYS)
+_NO_WINDOW = (0, 0, 0, 0, 0, 0, 0, 0)
 STRING_FEATURES = ("category", "kind")
 ALL_NAMES = frozenset(FEATURES) | frozenset(STRING_FEATURES)
 # List memberships are facts an operator sets, not patterns to learn: the model leaves them out.
@@ -75,19 +80,29 @@ MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if not f.endswith(("
                                                                             "_allowed")))
 
 
+_NEVER = -(1 << 62)
+
+
 class _Buckets:
     """Counts and sums in fixed buckets (hours or days) over the last ``keep`` buckets, with
     running totals, so reading the window costs nothing per bucket."""
 
-    __slots__ = ("buckets", "count", "keep", "size", "total")
+    __slots__ = ("buckets", "count", "expired_to", "keep", "size", "total")
 
     def __init__(self, size: int, keep: int) -> None:
         self.size, self.keep = size, keep
         self.buckets: deque[list[int]] = deque()  # [bucket index, count, sum], oldest first
         self.count = self.total = 0
+        # Expired as of this bucket index: no bucket older than its window is held, so a read
+        # in the same (or an earlier) bucket has nothing to expire.
+        self.expired_to = _NEVER
 
     def _expire(self, t: float) -> None:
-        first = int(t // self.size) - self.keep + 1
+        index = int(t // self.size)
+        if index <= self.expired_to:
+            return
+        self.expired_to = index
+        first = index - self.keep + 1
         buckets = self.buckets
         while buckets and buckets[0][0] < first:
             _, c, s = buckets.popleft()
@@ -102,6 +117,8 @@ class _Buckets:
             buckets[-1][1] += 1
             buckets[-1][2] += amount
         else:
+            if index <= self.expired_to - self.keep:  # older than the window already read
+                self.expired_to = _NEVER
             buckets.append([index, 1, amount])
         self.count += 1
         self.total += amount
@@ -174,8 +191,8 @@ class Seen:
             self.pruned_at_size = max(DISTINCT_PRUNE_MIN, len(self.last))
 
     def distinct(self, t: float, window_s: float) -> int:
-        cutoff = t - window_s
-        return sum(1 for v in self.last.values() if v > cutoff)
+        # ``cutoff < v`` for each value, summed as bools in C: no Python frame per entry.
+        return sum(map((t - window_s).__lt__, self.last.values()))
 
 
 class UnionFind:
@@ -237,12 +254,6 @@ class FeatureState:
         self.seen_max = 0  # the highest seq folded or written by this process
         self.own: set[int] = set()  # seqs this process wrote (and folded) past ``last_seq``
 
-    def _vel(self, key: str) -> Velocity:
-        v = self.velocity.get(key)
-        if v is None:
-            v = self.velocity[key] = Velocity()
-        return v
-
     @staticmethod
     def _keys(e: Event) -> list[str]:
         keys = [f"c:{e.actor_id}"]
@@ -254,8 +265,12 @@ class FeatureState:
 
     def apply(self, e: Event, t: float) -> None:
         """Count a decided event."""
+        velocity, amount = self.velocity, e.amount
         for key in self._keys(e):
-            self._vel(key).add(t, e.amount)
+            v = velocity.get(key)
+            if v is None:
+                v = velocity[key] = Velocity()
+            v.add(t, amount)
         actor, cp = e.actor_id, e.counterparty_id
         if cp:
             self.counterparties.setdefault(actor, Seen()).add(cp, t)
@@ -286,15 +301,13 @@ class FeatureState:
             "is_withdrawal": int(e.kind == "withdrawal"), "hour": now.hour,
             "category_code": CATEGORIES.index(e.category) if e.category in CATEGORIES else -1,
         }
-        values = {"c": e.actor_id, "m": e.counterparty_id, "d": e.device_id,
-                  "i": e.client_ip, "s": e.sp_id}
-        for prefix in VELOCITY_KEYS:
-            value = values[prefix]
-            v = self.velocity.get(f"{prefix}:{value}") if value else None
-            w = v.window(t) if v is not None else (0, 0, 0, 0, 0, 0, 0, 0)
-            for i, name in enumerate(("count_1m", "count_1h", "count_24h", "count_7d",
-                                      "sum_1m", "sum_1h", "sum_24h", "sum_7d")):
-                f[f"{prefix}_{name}"] = w[i]
+        velocity = self.velocity
+        for prefix, value, names in ((
+                ("c:", e.actor_id, _WINDOW_NAMES[0]), ("m:", e.counterparty_id, _WINDOW_NAMES[1]),
+                ("d:", e.device_id, _WINDOW_NAMES[2]), ("i:", e.client_ip, _WINDOW_NAMES[3]),
+                ("s:", e.sp_id, _WINDOW_NAMES[4]))):
+            v = velocity.get(prefix + value) if value else None
+            f.update(zip(names, v.window(t) if v is not None else _NO_WINDOW, strict=True))
         f.update(self._history(e, now, t, f))
         f.update(self._relations(e, t))
         return f

@@ -9,7 +9,7 @@
 - ``risk_lists``: block and allow list entries with an optional expiry.
 - ``risk_models``: the model registry (LightGBM model text); one version is active.
 - ``risk_cases``: review cases, each holding one ledger hold until decided or expired.
-- ``risk_state``: one row of version counters, read once per decision: the cheap check that
+- ``risk_state``: one row of version counters, read once per transaction: the cheap check that
   tells a process to reload rules, lists or the model (hot reload without restart).
 """
 

@@ -2,7 +2,8 @@
 
 Every change to rules, the model or the lists bumps a counter in ``risk_state`` in the same
 transaction; a process compares the row with what it loaded and reloads what changed. One
-primary-key read per decision is the whole cost of hot reload.
+primary-key read per transaction (``set_state`` makes the next decision read it again) is the
+whole cost of hot reload.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def set_state(conn: Connection, *, rules_version: int | None = None,
     updated = conn.execute(schema.state.update().where(schema.state.c.id == 1).values(**values))
     if updated.rowcount == 0:
         conn.execute(schema.state.insert().values(id=1, epoch=new_id("epoch"), **values))
+    from lianjie.risk.engine import forget_check
+
+    forget_check(conn)
 
 
 @dataclass(frozen=True, slots=True)
