@@ -7,6 +7,7 @@ import random
 import threading
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -63,8 +64,9 @@ def test_flow_over_http(api: Api) -> None:
     api.refused(404, "party_not_found", "GET", "/v1/credit/funders/plt_platform/position",
                 bkey)
 
-    api.ok("POST", "/v1/credit/end_of_day", api.operator_key,
-           {"business_date": api.clock.now().date().isoformat()})
+    day = api.clock.now().astimezone(ZoneInfo("Asia/Shanghai")).date()
+    api.clock.advance(timedelta(days=1))  # a business day is closed once it is over
+    api.ok("POST", "/v1/credit/end_of_day", api.operator_key, {"business_date": day.isoformat()})
     owed = api.ok("GET", f"/v1/credit/loans/{loan['id']}", mkey)["owed"]
     api.refused(400, "repayment_exceeds_owed", "POST", f"/v1/credit/loans/{loan['id']}/repayments",
                 mkey, {"amount": owed + 1})
@@ -112,6 +114,15 @@ def test_bad_input_changes_nothing(api: Api) -> None:
                 mkey, {"amount": 10_000})
     with api.rt.engine.connect() as conn:
         check_invariants(conn)
+
+
+def test_credit_end_of_day_refuses_a_day_not_over(api: Api) -> None:
+    today = api.clock.now().astimezone(ZoneInfo("Asia/Shanghai")).date()
+    for day in (today, today + timedelta(days=3)):
+        api.refused(409, "business_day_not_over", "POST", "/v1/credit/end_of_day",
+                    api.operator_key, {"business_date": day.isoformat()})
+    api.ok("POST", "/v1/credit/end_of_day", api.operator_key,
+           {"business_date": (today - timedelta(days=1)).isoformat()})
 
 
 def test_the_risk_engine_declines_a_blocklisted_merchant(api: Api) -> None:
@@ -186,5 +197,6 @@ def credit_post_routes(api: Api, shop: dict[str, Any]
             f"/v1/credit/loans/{loan['id']}/repayments", borrowers[2]["api_key"],
             {"amount": 100}),
         "/v1/credit/end_of_day": ("/v1/credit/end_of_day", op,
-                                  {"business_date": api.clock.now().date().isoformat()}),
+                                  {"business_date": (api.clock.now() - timedelta(days=2))
+                                   .date().isoformat()}),
     }

@@ -66,3 +66,34 @@ def test_a_blocklisted_consumer_cannot_claim_a_coupon(api: Api) -> None:
     assert [d["outcome"] for d in _decisions(api, "coupon_claim")] == ["block"]
     api.ok("POST", path, dan["api_key"], {})
     assert api.count("mkt_coupons") == 1
+
+
+def test_a_coupon_on_a_payment_review_rejects_is_the_payers_again(api: Api) -> None:
+    ends = int(api.clock.now().timestamp()) + 30 * 86_400
+    campaign = api.ok("POST", "/v1/campaigns", api.operator_key,
+                      {"name": "Spring", "budget": 5000, "ends_at": ends})
+    template = api.ok("POST", f"/v1/campaigns/{campaign['id']}/coupon_templates",
+                      api.operator_key, {"name": "3 off", "kind": "fixed", "amount_off": 300})
+    shop, payer = api.merchant(), api.consumer(funds=10_000)
+    coupon = api.ok("POST", f"/v1/coupon_templates/{template['id']}/claim", payer["api_key"], {})
+    api.ok("POST", "/v1/risk/rule_sets", api.operator_key, {"rules": [
+        {"name": "review_all", "expression": "amount >= 1", "action": "review"}]})
+    order = api.order(shop, amount=2000)
+    paid = api.ok("POST", f"/v1/orders/{order['id']}/pay", payer["api_key"],
+                  {"coupon_id": coupon["id"]})
+    assert paid["status"] == "reviewing"
+    (case,) = api.ok("GET", "/v1/risk/cases?status=open", api.operator_key)["data"]
+    api.ok("POST", f"/v1/risk/cases/{case['id']}/claim", api.operator_key)
+    api.ok("POST", f"/v1/risk/cases/{case['id']}/decision", api.operator_key, {"approve": False})
+    assert api.get_order(order)["status"] == "declined"
+    assert api.balance(payer) == 10_000
+    mine = api.ok("GET", "/v1/coupons", payer["api_key"])["data"]
+    assert [(c["id"], c["status"]) for c in mine] == [(coupon["id"], "active")]
+    budget = api.ok("GET", f"/v1/campaigns/{campaign['id']}", api.operator_key)["budget_left"]
+    assert budget == 5000
+    # The coupon works again on the next payment, once the built-in rules are back.
+    api.ok("POST", "/v1/risk/rule_sets/0/activate", api.operator_key, {})
+    again = api.ok("POST", f"/v1/orders/{api.order(shop, amount=2000)['id']}/pay",
+                   payer["api_key"], {"coupon_id": coupon["id"]})
+    assert again["status"] == "paid" and api.balance(payer) == 10_000 - 1700
+    api.verify()

@@ -233,7 +233,9 @@ async def end_of_day(body: EodIn, request: Request, rt: RT, p: Caller) -> Respon
     require_role(p, Role.OPERATOR)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
-        done = credit.run_end_of_day(conn, body.business_date, now=rt.clock.now())
+        now = rt.clock.now()
+        credit.require_day_over(body.business_date, now)
+        done = credit.run_end_of_day(conn, body.business_date, now=now)
         return 200, {"object": "credit_end_of_day",
                      "business_date": body.business_date.isoformat(), "steps": done}
 

@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -72,10 +72,11 @@ def _done(conn: Connection, business_date: date, step: str) -> dict[str, Any] | 
 def _step_fn(step: str, cfg: ClearingConfig, signer: Signer, business_date: date
              ) -> Callable[[Connection, datetime], dict[str, Any]]:
     def credit_day(conn: Connection, now: datetime) -> dict[str, Any]:
-        del now  # credit's day is closed as of just before the cut-off
-        return dict(credit.run_end_of_day(
-            conn, business_date, now=cfg.day_end(business_date) - timedelta(seconds=1),
-            tz=cfg.timezone))
+        # Posted now, not back-dated to before the cut-off: a repayment from receipts lands
+        # after any payment already made past the cut-off, so the log and every statement keep
+        # time order, and settlement nets it with the day whose postings it follows (this day
+        # when nothing came in late, else the next).
+        return dict(credit.run_end_of_day(conn, business_date, now=now, tz=cfg.timezone))
 
     def settle(conn: Connection, now: datetime) -> dict[str, Any]:
         return asdict(settlement.settle_merchants(conn, now, cfg, business_date))

@@ -28,9 +28,11 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 def cmd_eod(args: argparse.Namespace) -> int:
-    from lianjie.credit import run_end_of_day
+    from lianjie.credit import require_day_over, run_end_of_day
 
-    done = run_end_of_day(_engine(args), date.fromisoformat(args.date))
+    day, now = date.fromisoformat(args.date), datetime.now(UTC)
+    require_day_over(day, now)
+    done = run_end_of_day(_engine(args), day, now=now)
     print(orjson.dumps({"business_date": args.date, "steps": done}).decode())
     return 0
 

@@ -5,8 +5,9 @@ so the job is idempotent (a finished step is skipped: running twice accrues once
 (a crash rolls the unfinished step back, and the next run does it):
 
 1. ``receipts``: for loans whose product takes a share of daily receipts, that share of the
-   merchant's receipts of the day (paid orders net of fee), capped at what is owed and at the
-   merchant's pending balance, is taken from ``merchant_pending`` as a repayment.
+   merchant's receipts of the day (paid orders net of fee, less the day's refunds net of the fee
+   returned), capped at what is owed and at the merchant's pending balance, is taken from
+   ``merchant_pending`` as a repayment.
 2. ``accrue``: one day of Actual/365 interest on every active loan's outstanding principal,
    set-based in SQL; the day's total per currency is split between funders with ``allocate``
    (weights: each funder's share of each loan's interest) and booked as one ledger entry.
@@ -36,6 +37,7 @@ from lianjie.credit import loans as L
 from lianjie.credit import schedule
 from lianjie.credit.funding import account, post_legs
 from lianjie.credit.schema import applications, eod_steps, loans
+from lianjie.errors import DomainError, ErrorCode
 from lianjie.ledger import Leg, Purpose
 from lianjie.money import allocate
 
@@ -46,6 +48,15 @@ DAY_US = 86_400 * 1_000_000
 # An order is paid within its expiry, at most this long after it was created (PaymentsConfig).
 ORDER_AGE_US_MAX = 7 * DAY_US
 Runner = Callable[[Callable[[Connection], Any]], Any]
+
+
+def require_day_over(business_date: date, now: datetime, tz: str = "Asia/Shanghai") -> None:
+    """Refuse to close a business day (midnight to midnight in ``tz``) before it has ended."""
+    end = datetime.combine(business_date + timedelta(days=1), time(0), tzinfo=ZoneInfo(tz))
+    if now < end:
+        raise DomainError(ErrorCode.BUSINESS_DAY_NOT_OVER,
+                          f"business day {business_date} ends at {end.isoformat()}",
+                          "business_date")
 
 
 def run_end_of_day(target: Engine | Connection, business_date: date, *,
@@ -104,7 +115,10 @@ def _receipts(conn: Connection, now: datetime, day: int) -> int:
         "  (SELECT COALESCE(SUM(o.amount - o.fee_amount), 0) FROM payment_orders o "
         "   WHERE o.merchant_id = l.merchant_id AND o.created_at >= :created "
         "   AND o.created_at < :end AND o.status = 'paid' "
-        "   AND o.paid_at >= :start AND o.paid_at < :end) AS receipts "
+        "   AND o.paid_at >= :start AND o.paid_at < :end) "
+        "- (SELECT COALESCE(SUM(r.amount - r.fee_refunded), 0) FROM refunds r "
+        "   WHERE r.merchant_id = l.merchant_id AND r.created_at >= :start "
+        "   AND r.created_at < :end) AS receipts "
         "FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
         "WHERE l.status = 'active' AND p.receipt_share_bps > 0 AND l.disbursed_day <= :day "
         "ORDER BY l.id"), {"start": start, "end": start + DAY_US, "day": day,
@@ -114,7 +128,7 @@ def _receipts(conn: Connection, now: datetime, day: int) -> int:
         pending = account(conn, now, merchant_id, Purpose.MERCHANT_PENDING, cur)
         balance = ledger.require_account(conn, pending).available
         loan = L.require_loan(conn, loan_id)
-        take = min(int(receipts) * share_bps // 10_000, L.owed(loan), max(balance, 0))
+        take = min(max(int(receipts), 0) * share_bps // 10_000, L.owed(loan), max(balance, 0))
         if take > 0:
             L.apply_repayment(conn, now, loan_id, take, source="receipts",
                               debit_account=pending, key=f"credit:receipts:{loan_id}:{day}")

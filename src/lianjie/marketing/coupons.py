@@ -381,6 +381,20 @@ def redeem_in_payment(conn: Connection, now: datetime, coupon_id: str, payer_id:
     return (*paid, Leg(budget_account_id, pending, discount), *legs[1:])
 
 
+def release_for_order(conn: Connection, now: datetime, order_id: str) -> None:
+    """A payment held for review was declined (its hold voided, so the budget's discount went
+    back): the coupon it used is the consumer's again, as if never redeemed."""
+    row = conn.execute(select(coupons).where(coupons.c.order_id == order_id,
+                                             coupons.c.status == "redeemed")).first()
+    if row is None:
+        return
+    conn.execute(coupons.update().where(coupons.c.id == row.id).values(
+        status="active", order_id=None, order_amount=None, discount=None, redeemed_at=None))
+    events.emit(conn, now, "coupon.released", row.consumer_id,
+                coupon_payload(replace(_coupon(row), status="active", order_id=None,
+                                       order_amount=None, discount=None, redeemed_at=None)))
+
+
 def refund_legs(conn: Connection, order: Order, amount: int, legs: tuple[Leg, ...]
                 ) -> tuple[Leg, ...]:
     """A refund's legs with the subsidy share going back to the campaign budget (the rule is in

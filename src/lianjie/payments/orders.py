@@ -259,6 +259,9 @@ def _resolve_review(conn: Connection, now: datetime, case: risk.Case, approved: 
                  .values(status=status, entry_id=entry_id if approved else None,
                          paid_at=now if approved else None, closed_at=None if approved else now,
                          **({} if approved else {"fee_amount": 0, "commission_amount": 0})))
+    if not approved:  # marketing: a coupon the voided payment used is the payer's again
+        from lianjie.marketing.coupons import release_for_order  # marketing builds on payments
+        release_for_order(conn, now, case.subject_id)
     order = require_order(conn, case.subject_id)
     events.emit(conn, now, "payment.succeeded" if approved else "payment.declined",
                 order.merchant_id, order_payload(order))
