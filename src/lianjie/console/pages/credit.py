@@ -1,0 +1,115 @@
+"""Credit: loans with their DPD bucket, a loan's schedule, funders' shares and repayments, and
+recording a manual repayment (or a recovery on a written-off loan) through ``do_repay``, the
+same function the HTTP API calls. Everyone may look; finance and administrators act.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Connection, select
+from starlette.responses import Response
+
+from lianjie import credit
+from lianjie.api.runtime import runtime
+from lianjie.console import i18n
+from lianjie.console.operators import ALL_ROLES, ConsoleRole, Operator
+from lianjie.console.registry import Page, register
+from lianjie.console.web import PREFIX, act, guard, read_form, render
+from lianjie.credit import schedule
+from lianjie.credit.schema import repayments
+from lianjie.errors import DomainError
+from lianjie.ids import new_id
+from lianjie.money import currency, to_minor
+
+PAGE = register(Page("loans", "/loans", "nav.loans", roles=ALL_ROLES, order=70))
+Viewer = Annotated[Operator, Depends(guard(PAGE))]
+REPAY_ROLES = frozenset({ConsoleRole.ADMIN, ConsoleRole.FINANCE})
+SHOWN = 100
+
+i18n.add_messages({
+    "nav.loans": ("Loans", "贷款"),
+    "crd.loans": ("Loans", "贷款"),
+    "crd.loan": ("Loan", "贷款"),
+    "crd.merchant": ("Merchant", "商户"),
+    "crd.status": ("Status", "状态"),
+    "crd.bucket": ("DPD bucket", "逾期分档"),
+    "crd.principal": ("Principal", "本金"),
+    "crd.outstanding": ("Principal outstanding", "未还本金"),
+    "crd.owed": ("Owed", "应还"),
+    "crd.interest": ("Interest", "利息"),
+    "crd.penalty": ("Penalties", "罚息"),
+    "crd.funders": ("Funders and shares", "出资方及份额"),
+    "crd.funder": ("Funder", "出资方"),
+    "crd.share": ("Share", "份额"),
+    "crd.interest_paid": ("Interest received", "已收利息"),
+    "crd.penalty_paid": ("Penalties received", "已收罚息"),
+    "crd.loss": ("Loss", "损失"),
+    "crd.schedule": ("Schedule", "还款计划"),
+    "crd.seq": ("#", "期次"),
+    "crd.due": ("Due", "到期日"),
+    "crd.repayments": ("Repayments", "还款记录"),
+    "crd.source": ("Source", "来源"),
+    "crd.amount": ("Amount", "金额"),
+    "crd.entry": ("Ledger entry", "账务分录"),
+    "crd.day": ("Day", "日期"),
+    "crd.repay": ("Record repayment", "登记还款"),
+    "crd.repay_hint": ("From the merchant's available balance; on a written-off loan it is a "
+                       "recovery.", "从商户可用余额扣款；已核销贷款记为回收。"),
+    "action.credit_repay": ("record a loan repayment", "登记贷款还款"),
+})
+
+
+def _shares(loan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each funder's part of the loan: principal by its funding, income and loss by share."""
+    out = []
+    for f in loan["funders"]:
+        share = int(f["share_bps"])
+        out.append({**f, "share_pct": share / 100,
+                    "interest_paid": loan["interest_paid"] * share // 10_000,
+                    "penalty_paid": loan["penalty_paid"] * share // 10_000,
+                    "loss": loan["written_off_amount"] * share // 10_000})
+    return out
+
+
+def _detail(conn: Connection, loan_id: str) -> dict[str, Any]:
+    loan = credit.require_loan(conn, loan_id)
+    rows = conn.execute(select(repayments).where(repayments.c.loan_id == loan_id)
+                        .order_by(repayments.c.created_at)).all()
+    sched = [{**i, "due": schedule.date_of(i["due_day"])} for i in loan["schedule"]]
+    return {"loan": loan, "shares": _shares(loan), "sched": sched,
+            "repaid": [dict(r._mapping) for r in rows]}
+
+
+@PAGE.router.get("/loans")
+async def loan_list(request: Request, op: Viewer, status: str = "") -> Response:
+    found = await runtime(request).read(lambda c: credit.list_loans(c, limit=SHOWN))
+    if status:
+        found = [x for x in found if x["status"] == status]
+    return render(request, op, "credit_loans.html", loans=found, status=status)
+
+
+@PAGE.router.get("/loans/{loan_id}")
+async def loan_detail(request: Request, loan_id: str, op: Viewer) -> Response:
+    try:
+        data = await runtime(request).read(lambda c: _detail(c, loan_id))
+    except DomainError:
+        return render(request, op, "not_found.html", status_code=404)
+    return render(request, op, "credit_loan.html", repay_roles=REPAY_ROLES, **data)
+
+
+@PAGE.router.post("/loans/{loan_id}/repay")
+async def repay(request: Request, loan_id: str, op: Viewer) -> Response:
+    raw = (await read_form(request)).get("amount", "")
+
+    def change(conn: Connection, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+        before = credit.require_loan(conn, loan_id)
+        amount = to_minor(raw.strip(), currency(before["currency"]))
+        after = credit.do_repay(conn, now, loan_id, amount, new_id("rpy"))
+        return ({"owed": before["owed"], "status": before["status"]},
+                {"owed": after["owed"], "status": after["status"], "amount": amount})
+
+    return await act(request, op, action="credit_repay", target=loan_id, roles=REPAY_ROLES,
+                     change=change, back=f"{PREFIX}/loans/{loan_id}")
