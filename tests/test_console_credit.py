@@ -55,3 +55,24 @@ def test_loans_and_repayment(console: Console) -> None:
                                      "csrf_token": console.csrf(support)})
         assert r.status_code == 403 and "Your role (Support) may not do this" in r.text
         assert finance.post(path, data={"amount": "1.00"}).status_code == 403
+
+
+def test_funders_exposure_and_limit(console: Console) -> None:
+    w = drawn_loan(console.api, funded=0)
+    bank = w["bank"]["id"]
+    finance = console.login("finance")
+    text = finance.get("/console/funders").text
+    assert f'data-funder="{bank}"' in text and "¥1,200.00" in text
+    path = f"/console/funders/{bank}/limit"
+    csrf = console.csrf(finance, "/console/funders")
+    r = finance.post(path, data={"exposure_max": "5000", "currency": "CNY", "csrf_token": csrf})
+    assert r.status_code == 303
+    assert "¥5,000.00" in finance.get("/console/funders").text
+    assert console.audit_rows()[-1].action == "credit_funder_limit"
+    with console.unchanged("a refused limit"):
+        finance.post(path, data={"exposure_max": "-1", "currency": "CNY", "csrf_token": csrf})
+        assert console.audit_rows()[-1].outcome != "ok"
+        support = console.login("support")
+        r = support.post(path, data={"exposure_max": "1", "currency": "CNY",
+                                     "csrf_token": console.csrf(support)})
+        assert r.status_code == 403

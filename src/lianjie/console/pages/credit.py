@@ -19,6 +19,8 @@ from lianjie.console.operators import ALL_ROLES, ConsoleRole, Operator
 from lianjie.console.registry import Page, register
 from lianjie.console.web import PREFIX, act, guard, read_form, render
 from lianjie.credit import schedule
+from lianjie.credit import schema as credit_schema
+from lianjie.credit.products import do_set_funder_limit
 from lianjie.credit.schema import repayments
 from lianjie.errors import DomainError
 from lianjie.ids import new_id
@@ -113,3 +115,58 @@ async def repay(request: Request, loan_id: str, op: Viewer) -> Response:
 
     return await act(request, op, action="credit_repay", target=loan_id, roles=REPAY_ROLES,
                      change=change, back=f"{PREFIX}/loans/{loan_id}")
+
+
+FUNDERS = register(Page("funders", "/funders", "nav.funders", roles=ALL_ROLES, order=72))
+FunderViewer = Annotated[Operator, Depends(guard(FUNDERS))]
+
+i18n.add_messages({
+    "nav.funders": ("Funders", "出资方"),
+    "crd.funders_title": ("Funders' exposure", "出资方敞口"),
+    "crd.currency": ("Currency", "币种"),
+    "crd.exposure_used": ("Exposure used", "已用敞口"),
+    "crd.exposure_max": ("Exposure limit", "敞口上限"),
+    "crd.active_loans": ("Active loans", "在贷笔数"),
+    "crd.income": ("Interest and penalty income", "利息及罚息收入"),
+    "crd.losses": ("Credit losses", "信用损失"),
+    "crd.set_limit": ("Set limit", "设置上限"),
+    "crd.unlimited": ("no limit", "无上限"),
+    "action.credit_funder_limit": ("set a funder's exposure limit", "设置出资方敞口上限"),
+})
+
+
+def _funders(conn: Connection) -> list[dict[str, Any]]:
+    t = credit_schema.funder_limits
+    pairs = {(r.funder_id, r.currency) for r in conn.execute(select(t.c.funder_id, t.c.currency))}
+    lf, ln = credit_schema.loan_funders, credit_schema.loans
+    pairs |= {(r.funder_id, r.currency) for r in conn.execute(
+        select(lf.c.funder_id, ln.c.currency).join(ln, ln.c.id == lf.c.loan_id).distinct())}
+    out = []
+    for funder_id, cur in sorted(pairs):
+        pos = credit.position(conn, funder_id, cur)
+        b = pos["balances"]
+        pos["income"] = -(b["interest_income"] + b["penalty_income"] + b["fee_income"])
+        pos["losses"] = b["credit_loss"]
+        out.append(pos)
+    return out
+
+
+@FUNDERS.router.get("/funders")
+async def funder_list(request: Request, op: FunderViewer) -> Response:
+    found = await runtime(request).read(_funders)
+    return render(request, op, "credit_funders.html", funders=found, repay_roles=REPAY_ROLES)
+
+
+@FUNDERS.router.post("/funders/{funder_id}/limit")
+async def set_limit(request: Request, funder_id: str, op: FunderViewer) -> Response:
+    form = await read_form(request)
+    cur, raw = form.get("currency", "CNY"), form.get("exposure_max", "")
+
+    def change(conn: Connection, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+        before = credit.position(conn, funder_id, cur)
+        amount = to_minor(raw.strip(), currency(cur))
+        after = do_set_funder_limit(conn, now, funder_id, cur, amount)
+        return {"exposure_max": before["exposure_max"]}, {"exposure_max": after["exposure_max"]}
+
+    return await act(request, op, action="credit_funder_limit", target=funder_id,
+                     roles=REPAY_ROLES, change=change, back=f"{PREFIX}/funders")
