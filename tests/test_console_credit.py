@@ -76,3 +76,13 @@ def test_funders_exposure_and_limit(console: Console) -> None:
         r = support.post(path, data={"exposure_max": "1", "currency": "CNY",
                                      "csrf_token": console.csrf(support)})
         assert r.status_code == 403
+
+
+def test_applications_filtered_by_status(console: Console) -> None:
+    w = drawn_loan(console.api, funded=0)
+    app_id = w["loan"]["application_id"]
+    support = console.login("support")
+    text = support.get("/console/applications").text
+    assert f'data-app="{app_id}"' in text and "drawn" in text
+    assert app_id in support.get("/console/applications?status=drawn").text
+    assert app_id not in support.get("/console/applications?status=declined").text

@@ -5,6 +5,7 @@ same function the HTTP API calls. Everyone may look; finance and administrators 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -170,3 +171,37 @@ async def set_limit(request: Request, funder_id: str, op: FunderViewer) -> Respo
 
     return await act(request, op, action="credit_funder_limit", target=funder_id,
                      roles=REPAY_ROLES, change=change, back=f"{PREFIX}/funders")
+
+
+APPS = register(Page("applications", "/applications", "nav.applications", roles=ALL_ROLES,
+                     order=68))
+AppViewer = Annotated[Operator, Depends(guard(APPS))]
+APP_STATUSES = ("approved", "declined", "accepted", "drawn", "expired")
+
+i18n.add_messages({
+    "nav.applications": ("Applications", "贷款申请"),
+    "crd.applications": ("Loan applications", "贷款申请"),
+    "crd.requested": ("Requested", "申请金额"),
+    "crd.reasons": ("Reasons", "原因"),
+    "crd.score": ("Score", "评分"),
+    "crd.pd": ("PD", "违约概率"),
+    "crd.limit": ("Limit", "额度"),
+    "crd.rate": ("Rate", "利率"),
+    "crd.term": ("Term", "期数"),
+    "crd.created": ("Created", "创建时间"),
+})
+
+
+def _applications(conn: Connection, status: str) -> list[dict[str, Any]]:
+    t = credit_schema.applications
+    query = select(t).order_by(t.c.created_at.desc()).limit(SHOWN)
+    if status:
+        query = query.where(t.c.status == status)
+    return [{**r._mapping, "reasons": json.loads(r.reasons)} for r in conn.execute(query)]
+
+
+@APPS.router.get("/applications")
+async def application_list(request: Request, op: AppViewer, status: str = "") -> Response:
+    found = await runtime(request).read(lambda c: _applications(c, status))
+    return render(request, op, "credit_applications.html", apps=found, status=status,
+                  statuses=APP_STATUSES)
