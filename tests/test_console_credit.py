@@ -86,3 +86,13 @@ def test_applications_filtered_by_status(console: Console) -> None:
     assert f'data-app="{app_id}"' in text and "drawn" in text
     assert app_id in support.get("/console/applications?status=drawn").text
     assert app_id not in support.get("/console/applications?status=declined").text
+
+
+def test_portfolio_buckets_and_products(console: Console) -> None:
+    w = drawn_loan(console.api, funded=0)
+    support = console.login("support")
+    text = support.get("/console/portfolio").text
+    assert w["product"]["id"] in text and "80.00%" in text
+    assert "¥1,500.00" in text  # the drawn loan, current
+    chart = support.get("/console/api/portfolio").json()["charts"]["credit_buckets"]
+    assert chart["datasets"][0]["data"][0] == 1500.0

@@ -11,17 +11,19 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, select
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from lianjie import credit
 from lianjie.api.runtime import runtime
 from lianjie.console import i18n
+from lianjie.console.charts import major, series
 from lianjie.console.operators import ALL_ROLES, ConsoleRole, Operator
 from lianjie.console.registry import Page, register
 from lianjie.console.web import PREFIX, act, guard, read_form, render
 from lianjie.credit import schedule
 from lianjie.credit import schema as credit_schema
-from lianjie.credit.products import do_set_funder_limit
+from lianjie.credit.loans import DPD_BUCKETS
+from lianjie.credit.products import do_set_funder_limit, list_products
 from lianjie.credit.schema import repayments
 from lianjie.errors import DomainError
 from lianjie.ids import new_id
@@ -205,3 +207,43 @@ async def application_list(request: Request, op: AppViewer, status: str = "") ->
     found = await runtime(request).read(lambda c: _applications(c, status))
     return render(request, op, "credit_applications.html", apps=found, status=status,
                   statuses=APP_STATUSES)
+
+
+PORTFOLIO = register(Page("portfolio", "/portfolio", "nav.portfolio", roles=ALL_ROLES,
+                          order=74))
+PortfolioViewer = Annotated[Operator, Depends(guard(PORTFOLIO))]
+BUCKETS = [name for _, name in DPD_BUCKETS] + ["90+"]
+
+i18n.add_messages({
+    "nav.portfolio": ("Portfolio", "资产组合"),
+    "crd.portfolio": ("Credit portfolio", "信贷资产组合"),
+    "crd.by_bucket": ("Outstanding by DPD bucket", "按逾期分档的未还本金"),
+    "crd.count": ("Loans", "笔数"),
+    "crd.products": ("Products", "产品"),
+    "crd.name": ("Name", "名称"),
+})
+
+
+def _portfolio(conn: Connection) -> dict[str, Any]:
+    ln = credit_schema.loans
+    rows = conn.execute(select(ln.c.dpd, ln.c.principal_outstanding)
+                        .where(ln.c.status == "active")).all()
+    by = {b: {"bucket": b, "count": 0, "outstanding": 0} for b in BUCKETS}
+    for r in rows:
+        cell = by[credit.bucket(int(r.dpd))]
+        cell["count"] += 1
+        cell["outstanding"] += int(r.principal_outstanding)
+    return {"buckets": list(by.values()), "products": list_products(conn)}
+
+
+@PORTFOLIO.router.get("/portfolio")
+async def portfolio(request: Request, op: PortfolioViewer) -> Response:
+    data = await runtime(request).read(_portfolio)
+    return render(request, op, "credit_portfolio.html", **data)
+
+
+@PORTFOLIO.router.get("/api/portfolio")
+async def portfolio_chart(request: Request, op: PortfolioViewer) -> Response:
+    data = await runtime(request).read(_portfolio)
+    chart = series(BUCKETS, outstanding=[major(b["outstanding"]) for b in data["buckets"]])
+    return JSONResponse({"charts": {"credit_buckets": chart}})
