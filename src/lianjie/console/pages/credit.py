@@ -228,12 +228,14 @@ def _portfolio(conn: Connection) -> dict[str, Any]:
     ln = credit_schema.loans
     rows = conn.execute(select(ln.c.dpd, ln.c.principal_outstanding)
                         .where(ln.c.status == "active")).all()
-    by = {b: {"bucket": b, "count": 0, "outstanding": 0} for b in BUCKETS}
+    count = dict.fromkeys(BUCKETS, 0)
+    outstanding = dict.fromkeys(BUCKETS, 0)
     for r in rows:
-        cell = by[credit.bucket(int(r.dpd))]
-        cell["count"] += 1
-        cell["outstanding"] += int(r.principal_outstanding)
-    return {"buckets": list(by.values()), "products": list_products(conn)}
+        name = credit.bucket(int(r.dpd))
+        count[name] += 1
+        outstanding[name] += int(r.principal_outstanding)
+    return {"buckets": [{"bucket": b, "count": count[b], "outstanding": outstanding[b]}
+                        for b in BUCKETS], "products": list_products(conn)}
 
 
 @PORTFOLIO.router.get("/portfolio")
