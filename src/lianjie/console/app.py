@@ -43,10 +43,11 @@ def _load_pages() -> None:
     """Import the built-in page modules; each registers itself."""
     from lianjie.console.pages import audit_log, ledger, marketing, overview, parties, payments
     from lianjie.console.pages import clearing as clearing_pages
+    from lianjie.console.pages import credit as credit_pages
     from lianjie.console.pages import risk as risk_pages
 
     assert overview and parties and payments and ledger and audit_log and marketing
-    assert clearing_pages and risk_pages
+    assert clearing_pages and risk_pages and credit_pages
 
 
 def _safe_next(url: str | None) -> str:
