@@ -27,7 +27,9 @@ def _shares_add_up(engine: Engine, funders: list[str]) -> dict[str, dict[str, An
         assert len(parts) == len(whole)
         for loan_id, principal, outstanding in parts:
             assert principal == whole[loan_id].principal
-            assert outstanding == whole[loan_id].principal_outstanding
+            # A written-off loan keeps its last outstanding as a record; its funders hold none.
+            gone = whole[loan_id].status == "written_off"
+            assert outstanding == (0 if gone else whole[loan_id].principal_outstanding)
         positions = {f: credit.position(conn, f, "CNY") for f in funders}
     assert sum(p["principal_outstanding"] for p in positions.values()) == sum(
         r.principal_outstanding for r in whole.values() if r.status == "active")
@@ -51,9 +53,9 @@ def test_life_cycle_over_http(engine: Engine) -> None:
 
 
 def test_a_simulated_year_keeps_the_ledger_whole(engine: Engine) -> None:
-    result = portfolio.simulate(engine, merchants=40, days=365, seed=2, history_days=120)
+    result = portfolio.simulate(engine, merchants=10, days=365, seed=2, history_days=120)
     positions = _shares_add_up(engine, result.funders)
-    assert len(result.loans) >= 20
+    assert len(result.loans) >= 10
     assert any(x["status"] == "written_off" for x in result.loans)
     assert any(x["first_bad_day"] is None for x in result.loans)
     with engine.connect() as conn:
