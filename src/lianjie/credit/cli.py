@@ -4,7 +4,7 @@
     lianjie credit features --out f.csv        features of every merchant (batch path)
     lianjie credit train --csv data.csv --target default [--register]
     lianjie credit report [--version N] --out report.html
-    lianjie credit simulate --merchants 200 --days 240 --out loans.csv
+    lianjie credit simulate --merchants 200 --days 240 --out loans.csv [--http]
 """
 
 from __future__ import annotations
@@ -100,8 +100,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from lianjie.credit import portfolio
 
     engine = _engine(args)
-    result = portfolio.simulate(engine, merchants=args.merchants, days=args.days,
-                                seed=args.seed)
+    if args.http:  # the same world, every credit step through the API of an in-process server
+        from lianjie.sim.credit import simulate_http
+
+        result: portfolio.SimResult = simulate_http(engine, merchants=args.merchants,
+                                                    days=args.days, seed=args.seed)
+    else:
+        result = portfolio.simulate(engine, merchants=args.merchants, days=args.days,
+                                    seed=args.seed)
     pd.DataFrame(result.rows).to_csv(args.out, index=False)
     with engine.connect() as conn:
         summary = portfolio.report(conn, result.loans, result.funders)
@@ -141,4 +147,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--days", type=int, default=240)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="credit-loans.csv")
+    p.add_argument("--http", action="store_true",
+                   help="apply, draw down, repay and close days over HTTP (in-process server)")
     p.set_defaults(fn=cmd_simulate)
