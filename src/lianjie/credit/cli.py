@@ -115,7 +115,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     print(f"{len(result.rows)} loans with outcomes -> {args.out}")
-    return 0
+    violations = getattr(result, "violations", [])
+    for v in violations:  # over HTTP: what GET /v1/ledger/verify reported
+        print(f"ledger violation: {v}", file=sys.stderr)
+    return 1 if violations else 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
