@@ -4,7 +4,7 @@
     lianjie credit features --out f.csv        features of every merchant (batch path)
     lianjie credit train --csv data.csv --target default [--register]
     lianjie credit report [--version N] --out report.html
-    lianjie credit simulate --merchants 200 --days 240 --out loans.csv
+    lianjie credit simulate --merchants 200 --days 240 --out loans.csv [--http]
 """
 
 from __future__ import annotations
@@ -102,8 +102,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from lianjie.credit import portfolio
 
     engine = _engine(args)
-    result = portfolio.simulate(engine, merchants=args.merchants, days=args.days,
-                                seed=args.seed)
+    if args.http:  # the same world, every credit step through the API of an in-process server
+        from lianjie.sim.credit import simulate_http
+
+        result: portfolio.SimResult = simulate_http(engine, merchants=args.merchants,
+                                                    days=args.days, seed=args.seed)
+    else:
+        result = portfolio.simulate(engine, merchants=args.merchants, days=args.days,
+                                    seed=args.seed)
     pd.DataFrame(result.rows).to_csv(args.out, index=False)
     with engine.connect() as conn:
         summary = portfolio.report(conn, result.loans, result.funders)
@@ -111,7 +117,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     print(f"{len(result.rows)} loans with outcomes -> {args.out}")
-    return 0
+    violations = getattr(result, "violations", [])
+    for v in violations:  # over HTTP: what GET /v1/ledger/verify reported
+        print(f"ledger violation: {v}", file=sys.stderr)
+    return 1 if violations else 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,4 +152,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--days", type=int, default=240)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="credit-loans.csv")
+    p.add_argument("--http", action="store_true",
+                   help="apply, draw down, repay and close days over HTTP (in-process server)")
     p.set_defaults(fn=cmd_simulate)

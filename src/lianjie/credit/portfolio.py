@@ -51,7 +51,7 @@ class SimResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # features + outcome per loan
 
 
-def _setup(engine: Engine, clock: ManualClock, merchants: int, rng: random.Random,
+def setup(engine: Engine, clock: ManualClock, merchants: int, rng: random.Random,
            history_days: int) -> tuple[str, list[str], dict[str, synthetic.Profile], str, str]:
     def unit(conn: Any) -> tuple[str, list[str], dict[str, synthetic.Profile], str, str]:
         now = clock.now()
@@ -81,14 +81,14 @@ def simulate(engine: Engine, *, merchants: int = 200, days: int = 240, seed: int
              history_days: int = 365, start: datetime | None = None) -> SimResult:
     rng = random.Random(seed)
     clock = ManualClock(start)
-    product, funders, profiles, consumer, bank = _setup(engine, clock, merchants, rng,
+    product, funders, profiles, consumer, bank = setup(engine, clock, merchants, rng,
                                                         history_days)
     result = SimResult(product, funders)
     trading = set(profiles)
     first_bad: dict[str, int] = {}
     for _ in range(days):
         clock.advance(timedelta(hours=10))
-        run_now(engine, lambda c: _trade(c, clock.now(), profiles, trading, consumer, bank, rng))
+        run_now(engine, lambda c: trade(c, clock.now(), profiles, trading, consumer, bank, rng))
         for m in list(trading):
             if rng.random() < synthetic.default_probability(profiles[m]) / 120:
                 trading.discard(m)
@@ -102,11 +102,11 @@ def simulate(engine: Engine, *, merchants: int = 200, days: int = 240, seed: int
         clock.advance(timedelta(minutes=1))
     with engine.connect() as conn:
         check_invariants(conn)
-        result.loans, result.rows = _outcomes(conn, first_bad)
+        result.loans, result.rows = outcomes(conn, first_bad)
     return result
 
 
-def _trade(conn: Any, now: datetime, profiles: dict[str, synthetic.Profile],
+def trade(conn: Any, now: datetime, profiles: dict[str, synthetic.Profile],
            trading: set[str], consumer: str, bank: str, rng: random.Random) -> None:
     amounts = {}
     for m in sorted(trading):
@@ -136,7 +136,7 @@ def _apply(conn: Any, now: datetime, product: str, merchants: list[str],
             credit.do_drawdown(conn, now, app.id, app.limit_amount)
 
 
-def _outcomes(conn: Any, first_bad: dict[str, int]
+def outcomes(conn: Any, first_bad: dict[str, int]
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows = conn.execute(select(loans, applications.c.features).join(
         applications, applications.c.id == loans.c.application_id).order_by(loans.c.id)).all()
