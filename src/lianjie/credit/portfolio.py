@@ -89,10 +89,10 @@ def simulate(engine: Engine, *, merchants: int = 200, days: int = 240, seed: int
     for _ in range(days):
         clock.advance(timedelta(hours=10))
         run_now(engine, lambda c: trade(c, clock.now(), profiles, trading, consumer, bank, rng))
-        for m in list(trading):
+        for m in [m for m in profiles if m in trading]:
             if rng.random() < synthetic.default_probability(profiles[m]) / 120:
                 trading.discard(m)
-        run_now(engine, lambda c: _apply(c, clock.now(), product, sorted(profiles), rng))
+        run_now(engine, lambda c: _apply(c, clock.now(), product, list(profiles), rng))
         clock.advance(timedelta(hours=13, minutes=59))
         credit.run_end_of_day(engine, clock.now().date(), now=clock.now())
         with engine.connect() as conn:
@@ -109,7 +109,7 @@ def simulate(engine: Engine, *, merchants: int = 200, days: int = 240, seed: int
 def trade(conn: Any, now: datetime, profiles: dict[str, synthetic.Profile],
            trading: set[str], consumer: str, bank: str, rng: random.Random) -> None:
     amounts = {}
-    for m in sorted(trading):
+    for m in [m for m in profiles if m in trading]:
         p = profiles[m]
         if rng.random() < p.activity:
             amounts[m] = max(100, int(rng.gauss(p.level, p.level * p.volatility)))

@@ -94,7 +94,7 @@ def simulate_http(engine: Engine, *, merchants: int = 20, days: int = 60, seed: 
     clock = ManualClock(start)
     product, funders, profiles, consumer, bank = portfolio.setup(
         engine, clock, merchants, rng, history_days)
-    keys = _keys(engine, clock, sorted(profiles), funders)
+    keys = _keys(engine, clock, list(profiles), funders)
     result = HttpSimResult(product, funders)
     trading = set(profiles)
     first_bad: dict[str, int] = {}
@@ -106,10 +106,10 @@ def simulate_http(engine: Engine, *, merchants: int = 20, days: int = 60, seed: 
                 clock.advance(timedelta(hours=10))
                 rt.committer.run(lambda c: portfolio.trade(c, clock.now(), profiles, trading,
                                                            consumer, bank, rng))
-                for m in sorted(trading):
+                for m in [m for m in profiles if m in trading]:
                     if rng.random() < synthetic.default_probability(profiles[m]) / 120:
                         trading.discard(m)
-                _apply(client, keys, product, sorted(profiles), open_loan, rng)
+                _apply(client, keys, product, list(profiles), open_loan, rng)
                 _repay_early(client, keys, open_loan, rng)
                 clock.advance(timedelta(hours=13, minutes=59))
                 client.ok("eod", "POST", "/v1/credit/end_of_day", keys["operator"],
