@@ -45,14 +45,36 @@ def entry_bytes(entry: dict[str, Any], postings: list[list[int]]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-_ENTRIES_SQL = (
-    "SELECT e.id, e.key, e.kind, e.code, e.pending_id, e.reverses_id, e.memo, e.created_at "
+# The canonical bytes of each entry, built by the database: Python streams one text column per
+# entry and hashes it, instead of fetching every posting and assembling JSON itself. Both
+# statements must produce exactly what ``entry_bytes`` produces (keys in sorted order, no spaces,
+# postings sorted by (leg_no, side), strings escaped as orjson escapes them, which SQLite's
+# json_quote and PostgreSQL's to_json both do); tests compare them on awkward entries.
+_CANONICAL_SQLITE = (
+    "SELECT e.id, printf('{\"code\":%s,\"created_at_us\":%d,\"id\":%d,\"key\":%s,"
+    "\"kind\":%d,\"memo\":%s,\"pending_id\":%s,\"postings\":[%s],\"reverses_id\":%s}', "
+    "json_quote(e.code), e.created_at, e.id, json_quote(e.key), e.kind, json_quote(e.memo), "
+    "COALESCE(e.pending_id, 'null'), COALESCE(("
+    "SELECT group_concat(printf('[%d,%d,%d,%d,%d,%d]', p.leg_no, p.side, p.account_id, "
+    "p.account_seq, p.amount, p.balance_after), ',') FROM ("
+    "SELECT * FROM ledger_postings p WHERE p.entry_id = e.id ORDER BY p.leg_no, p.side) p"
+    "), ''), COALESCE(e.reverses_id, 'null')), e.created_at "
     "FROM ledger_entries e WHERE e.id > :after AND e.id <= :upto {extra} ORDER BY e.id "
     "LIMIT :n")
-_POSTINGS_SQL = (
-    "SELECT entry_id, leg_no, side, account_id, account_seq, amount, balance_after "
-    "FROM ledger_postings WHERE entry_id >= :lo AND entry_id <= :hi "
-    "ORDER BY entry_id, leg_no, side")
+_CANONICAL_POSTGRESQL = (
+    "SELECT e.id, '{\"code\":' || CAST(to_json(e.code) AS text) "
+    "|| ',\"created_at_us\":' || e.created_at || ',\"id\":' || e.id "
+    "|| ',\"key\":' || CAST(to_json(e.key) AS text) || ',\"kind\":' || e.kind "
+    "|| ',\"memo\":' || COALESCE(CAST(to_json(e.memo) AS text), 'null') "
+    "|| ',\"pending_id\":' || COALESCE(CAST(e.pending_id AS text), 'null') "
+    "|| ',\"postings\":[' || COALESCE(("
+    "SELECT string_agg('[' || p.leg_no || ',' || p.side || ',' || p.account_id || ',' "
+    "|| p.account_seq || ',' || p.amount || ',' || p.balance_after || ']', ',' "
+    "ORDER BY p.leg_no, p.side) FROM ledger_postings p WHERE p.entry_id = e.id), '') "
+    "|| '],\"reverses_id\":' || COALESCE(CAST(e.reverses_id AS text), 'null') || '}', "
+    "e.created_at "
+    "FROM ledger_entries e WHERE e.id > :after AND e.id <= :upto {extra} ORDER BY e.id "
+    "LIMIT :n")
 
 
 def _raw(conn: Connection, sql: str) -> tuple[Any, str]:
@@ -70,29 +92,18 @@ def iter_canonical(conn: Connection, after_id: int, upto_id: int, extra: str = "
                    params: dict[str, Any] | None = None) -> Iterator[tuple[int, bytes, int]]:
     """(entry id, canonical bytes, created_at µs) for entries in (after_id, upto_id], id order,
     read in keyset pages."""
+    sql = _CANONICAL_POSTGRESQL if conn.dialect.name == "postgresql" else _CANONICAL_SQLITE
+    cur, sql = _raw(conn, sql.replace("{extra}", extra))
     lo = after_id
-    entries_cur, entries_sql = _raw(conn, _ENTRIES_SQL.format(extra=extra))
-    postings_cur, postings_sql = _raw(conn, _POSTINGS_SQL)
     while True:
-        entries_cur.execute(entries_sql, {"after": lo, "upto": upto_id,
-                                          "n": READ_BATCH_ENTRIES, **(params or {})})
-        heads = entries_cur.fetchall()
-        if not heads:
+        cur.execute(sql, {"after": lo, "upto": upto_id, "n": READ_BATCH_ENTRIES,
+                          **(params or {})})
+        rows = cur.fetchall()
+        for r in rows:
+            yield r[0], r[1].encode(), r[2]
+        if len(rows) < READ_BATCH_ENTRIES:
             return
-        legs: dict[int, list[tuple[int, ...]]] = {}
-        postings_cur.execute(postings_sql, {"lo": heads[0][0], "hi": heads[-1][0]})
-        for p in postings_cur.fetchall():
-            legs.setdefault(p[0], []).append(p[1:])
-        dumps = orjson.dumps
-        for r in heads:
-            # entry_bytes, unrolled for the hot path: keys written in sorted order, postings
-            # already sorted by the query (leg_no, side)
-            yield r[0], dumps({"code": r[3], "created_at_us": r[7], "id": r[0], "key": r[1],
-                               "kind": r[2], "memo": r[6], "pending_id": r[4],
-                               "postings": legs.get(r[0], []), "reverses_id": r[5]}), r[7]
-        if len(heads) < READ_BATCH_ENTRIES:
-            return
-        lo = heads[-1][0]
+        lo = rows[-1][0]
 
 
 def _insert_many(conn: Connection, table: str, cols: tuple[str, ...],
