@@ -15,6 +15,7 @@ inserted after the fact, then recomputes every day's root, chain link and signat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -147,9 +148,11 @@ def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         for eid, data, _ in iter_canonical(conn, entry_id - 1, entry_id):
             hashes.append(merkle.leaf_hash(data))
             rows.append((old + len(rows), eid, hashes[-1]))
+    sha256 = hashlib.sha256  # merkle.leaf_hash inlined: this loop runs once per entry
     for eid, data, _ in iter_canonical(conn, last, top, "AND e.created_at < :cut", {"cut": cut}):
-        hashes.append(merkle.leaf_hash(data))
-        rows.append((old + len(rows), eid, hashes[-1]))
+        leaf = sha256(b"\x00" + data).digest()
+        hashes.append(leaf)
+        rows.append((old + len(rows), eid, leaf))
     _insert_many(conn, "clearing_log_leaves", ("leaf_index", "entry_id", "leaf_hash"), rows)
     _store_nodes(conn, old, hashes)
     return old, old + len(rows)
@@ -164,19 +167,13 @@ def _store_nodes(conn: Connection, old: int, new_leaves: list[bytes]) -> None:
         first, last = old >> level, new >> level  # this level's newly complete nodes
         if first >= last:
             return
-        nodes = [merkle.node_hash(_child(conn, level - 1, 2 * j, below, below_start),
-                                  _child(conn, level - 1, 2 * j + 1, below, below_start))
-                 for j in range(first, last)]
+        if 2 * first < below_start:  # the first new node's left child was stored before
+            below, below_start = [_stored(conn, level - 1, 2 * first), *below], 2 * first
+        nodes = merkle.parents(below[2 * first - below_start:2 * last - below_start])
         _insert_many(conn, "clearing_log_nodes", ("level", "node_index", "hash"),
                      [(level, first + i, h) for i, h in enumerate(nodes)])
         below, below_start = nodes, first
         level += 1
-
-
-def _child(conn: Connection, level: int, index: int, fresh: list[bytes], start: int) -> bytes:
-    if index >= start:
-        return fresh[index - start]
-    return _stored(conn, level, index)
 
 
 def _stored(conn: Connection, level: int, index: int) -> bytes:
