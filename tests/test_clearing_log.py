@@ -322,3 +322,31 @@ def test_any_text_quotes_the_same_in_sql_and_python(engine: Engine, tmp_path: Pa
                             memo=t)
     run_now(engine, unit)
     _assert_sql_canonical_is_python(engine)
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6))
+def test_stored_subtrees_match_the_tree_across_appends(engine: Engine,
+                                                       appends: list[int]) -> None:
+    """Appends of any sizes store complete subtrees (small ones folded from leaves on demand)
+    that give the same roots and proofs as the tree built in memory."""
+    leaves = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(sum(appends))]
+    with engine.begin() as c:
+        c.execute(text("DELETE FROM clearing_log_nodes"))
+        c.execute(text("DELETE FROM clearing_log_leaves"))
+        old = 0
+        for n in appends:
+            fresh = leaves[old:old + n]
+            c.execute(text("INSERT INTO clearing_log_leaves (leaf_index, entry_id, leaf_hash) "
+                           "VALUES (:i, :e, :h)"),
+                      [{"i": old + k, "e": old + k + 1, "h": h} for k, h in enumerate(fresh)])
+            log._store_nodes(c, old, fresh)
+            old += n
+            assert log.log_root(c, old) == merkle.root(leaves[:old])
+        stored = c.execute(text("SELECT MIN(level) FROM clearing_log_nodes")).scalar()
+        assert stored is None or stored >= log.NODE_LEVEL_STORED_MIN
+        sub = merkle.memory_subtree(leaves)
+        for index in range(0, old, 3):
+            assert merkle.inclusion_path(log.stored_subtree(c), index, old) == \
+                merkle.inclusion_path(sub, index, old)

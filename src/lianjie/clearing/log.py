@@ -4,8 +4,12 @@ log, with a signed tree head per business day chained to the previous day's root
 A leaf is SHA-256(0x00 || canonical bytes of the entry and its postings); canonical bytes are
 sorted-key compact JSON (``entry_bytes``), which the stand-alone verifier parses back to compare
 a statement line with what was signed. The log stores each leaf hash and every complete subtree
-hash (``clearing_log_nodes``), so an inclusion or consistency proof is O(log n) lookups instead
-of a pass over the day.
+hash of 16 leaves or more (``clearing_log_nodes``; smaller ones are folded from at most 8 leaf
+hashes when asked), so an inclusion or consistency proof is O(log n) lookups instead of a pass
+over the day.
+
+Sealing is the hot path of end of day (one leaf per ledger entry): the database builds each
+entry's canonical bytes, Python only hashes them and builds the tree level by level.
 
 Appending takes the entries not yet logged whose ``created_at`` is before the day's cut-off; an
 entry that commits late (after a day was signed) is logged with the next day rather than lost.
@@ -37,6 +41,9 @@ from lianjie.errors import DomainError, ErrorCode
 ZERO_HASH = b"\x00" * 32
 READ_BATCH_ENTRIES = 20_000
 NODE_LOOKUPS_MAX = 4096
+# Complete subtrees of 2, 4 and 8 leaves are not stored: a proof recomputes one from at most 8
+# leaf hashes (one range read), and the log writes about n/8 node rows instead of n.
+NODE_LEVEL_STORED_MIN = 4
 
 
 def entry_bytes(entry: dict[str, Any], postings: list[list[int]]) -> bytes:
@@ -170,16 +177,28 @@ def _store_nodes(conn: Connection, old: int, new_leaves: list[bytes]) -> None:
         if 2 * first < below_start:  # the first new node's left child was stored before
             below, below_start = [_stored(conn, level - 1, 2 * first), *below], 2 * first
         nodes = merkle.parents(below[2 * first - below_start:2 * last - below_start])
-        _insert_many(conn, "clearing_log_nodes", ("level", "node_index", "hash"),
-                     [(level, first + i, h) for i, h in enumerate(nodes)])
+        if level >= NODE_LEVEL_STORED_MIN:
+            _insert_many(conn, "clearing_log_nodes", ("level", "node_index", "hash"),
+                         [(level, first + i, h) for i, h in enumerate(nodes)])
         below, below_start = nodes, first
         level += 1
 
 
 def _stored(conn: Connection, level: int, index: int) -> bytes:
+    """The hash of complete subtree ``index`` of ``level`` (level 0: a leaf)."""
     if level == 0:
         found = conn.execute(select(s.log_leaves.c.leaf_hash)
                              .where(s.log_leaves.c.leaf_index == index)).scalar_one()
+    elif level < NODE_LEVEL_STORED_MIN:
+        leaves = s.log_leaves.c.leaf_index
+        hashes = [bytes(h) for h in conn.execute(
+            select(s.log_leaves.c.leaf_hash).where(leaves >= index << level,
+                                                   leaves < (index + 1) << level)
+            .order_by(leaves)).scalars()]
+        assert len(hashes) == 1 << level, f"subtree {level}/{index} is not complete"
+        while len(hashes) > 1:
+            hashes = merkle.parents(hashes)
+        found = hashes[0]
     else:
         found = conn.execute(select(s.log_nodes.c.hash).where(
             s.log_nodes.c.level == level, s.log_nodes.c.node_index == index)).scalar_one()
