@@ -40,7 +40,8 @@ from lianjie.errors import DomainError, ErrorCode
 
 ZERO_HASH = b"\x00" * 32
 READ_BATCH_ENTRIES = 20_000
-NODE_LOOKUPS_MAX = 4096
+NODE_LOOKUPS_MAX = 4096  # stored subtree hashes one proof (or one root) may read
+PROOF_LOOKUPS_MAX = 128  # per proof when many share one cache (a statement's proofs)
 # Complete subtrees of 2, 4 and 8 leaves are not stored: a proof recomputes one from at most 8
 # leaf hashes (one range read), and the log writes about n/8 node rows instead of n.
 NODE_LEVEL_STORED_MIN = 4
@@ -205,8 +206,9 @@ def _stored(conn: Connection, level: int, index: int) -> bytes:
     return bytes(found)
 
 
-def stored_subtree(conn: Connection) -> merkle.Subtree:
-    """``subtree(a, b)`` over the stored log, from complete subtree hashes."""
+def stored_subtree(conn: Connection, lookups_max: int = NODE_LOOKUPS_MAX) -> merkle.Subtree:
+    """``subtree(a, b)`` over the stored log, from complete subtree hashes (at most
+    ``lookups_max`` distinct ones read and kept)."""
     cache: dict[tuple[int, int], bytes] = {}
 
     def subtree(a: int, b: int) -> bytes:
@@ -216,7 +218,7 @@ def stored_subtree(conn: Connection) -> merkle.Subtree:
             level = n.bit_length() - 1
             key = (level, a >> level)
             if key not in cache:
-                assert len(cache) < NODE_LOOKUPS_MAX
+                assert len(cache) < lookups_max
                 cache[key] = _stored(conn, *key)
             return cache[key]
         k = merkle.split(n)

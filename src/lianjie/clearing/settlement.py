@@ -81,13 +81,17 @@ def _candidates(conn: Connection, cfg: ClearingConfig) -> list[Any]:
 
 def _first_late(conn: Connection, cut: datetime, codes: tuple[str, ...]) -> dict[int, int]:
     """Per pending account: the first unsettled posting dated at or after the cut-off."""
+    # Driven from the entries dated at or after the cut-off (a posting is dated as its entry):
+    # one pass over the entries and a primary-key probe for each late one's postings, instead
+    # of reading every unsettled posting of every merchant to look at its date.
+    # CROSS JOIN keeps SQLite in that order.
     rows = conn.execute(text(
-        "SELECT p.account_id, MIN(p.account_seq) FROM ledger_postings p "
-        "JOIN ledger_accounts a ON a.id = p.account_id "
-        "JOIN ledger_entries e ON e.id = p.entry_id "
+        "SELECT p.account_id, MIN(p.account_seq) FROM ledger_entries e "
+        "CROSS JOIN ledger_postings p JOIN ledger_accounts a ON a.id = p.account_id "
         "LEFT JOIN clearing_watermarks w ON w.account_id = p.account_id "
-        "WHERE a.purpose = :purpose AND p.account_seq > COALESCE(w.settled_seq, 0) "
-        "AND p.created_at >= :cut AND e.code NOT IN :codes GROUP BY p.account_id")
+        "WHERE p.entry_id = e.id AND e.created_at >= :cut AND p.created_at >= :cut "
+        "AND a.purpose = :purpose AND p.account_seq > COALESCE(w.settled_seq, 0) "
+        "AND e.code NOT IN :codes GROUP BY p.account_id")
         .bindparams(bindparam("codes", expanding=True)),
         {"purpose": Purpose.MERCHANT_PENDING.value, "cut": to_us(cut), "codes": list(codes)})
     return {int(a): int(seq) for a, seq in rows}
