@@ -223,3 +223,27 @@ def test_window_rules() -> None:
     assert settlement.window(cfg, d, 3) == (d - timedelta(days=2), d + timedelta(days=1))
     assert cfg.business_date(cfg.day_end(d)) == d + timedelta(days=1)
     assert cfg.business_date(cfg.day_end(d) - timedelta(microseconds=1)) == d
+
+
+def test_late_postings_are_found_the_same_from_entries_or_from_postings(
+        engine: Engine, tmp_path: Path) -> None:
+    """Both ways of finding each merchant's first posting past the cut-off give the same dues,
+    before any settlement and after one (watermarks set, a later day's late payment)."""
+    w = make_world(engine, tmp_path)
+    m0, _ = w.merchants
+    _day(w)
+
+    def dues(day: date) -> list[list[object]]:
+        with engine.connect() as c:
+            found = [[repr(d) for d in settlement.due_settlements(c, w.cfg, day,
+                                                                  by_entries=flag)]
+                     for flag in (True, False)]
+        assert found[0] == found[1]
+        return found[0]
+
+    assert len(dues(DAY1)) == 2  # the 00:30 payment is past day 1's cut-off for both ways
+    w.eod(DAY1)
+    w.at(DAY1 + timedelta(days=2), 0, 10)  # past day 2's cut-off
+    w.pay(w.consumers[0], m0, 3_00)
+    later = [d for d in dues(DAY1 + timedelta(days=1)) if m0 in d]
+    assert len(later) == 1 and "net=696" in later[0]  # day 2's 7.00 less its fee, not the 3.00

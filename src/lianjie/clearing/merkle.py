@@ -34,13 +34,23 @@ def split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+def parents(level: Sequence[bytes]) -> list[bytes]:
+    """The node hash of each pair of consecutive hashes (a last odd one is left out).
+
+    The tight loop of tree building: one SHA-256 call per node, no function call around it."""
+    pairs = iter(level)
+    sha256 = hashlib.sha256
+    return [sha256(b"\x01" + left + right).digest() for left, right in
+            zip(pairs, pairs, strict=False)]
+
+
 def root(leaves: Sequence[bytes]) -> bytes:
     """The tree hash of a list of leaf hashes, level by level (an odd last node moves up)."""
     if not leaves:
         return EMPTY_ROOT
     level = list(leaves)
     while len(level) > 1:
-        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt = parents(level)
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt

@@ -230,7 +230,8 @@ def proofs_for(conn: Connection, head: log.Head, statements: list[AccountStateme
     """An inclusion proof for every entry on the statements, to the day's signed head."""
     from lianjie.clearing import merkle
 
-    subtree = log.stored_subtree(conn)
+    lines = sum(len(st.lines) for st in statements)
+    subtree = log.stored_subtree(conn, log.NODE_LOOKUPS_MAX + log.PROOF_LOOKUPS_MAX * lines)
     proofs = []
     seen: set[int] = set()
     for st in statements:
