@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from lianjie import credit, ledger
 from lianjie import payments as pay
@@ -105,6 +105,67 @@ def test_life_cycle_shares_add_up(engine: Engine, clock: ManualClock) -> None:
     again_app = run_now(engine, lambda c: credit.do_apply(c, clock.now(), w["merchant"],
                                                           w["product"], 100_000))
     assert again_app.status == "declined" and "prior_write_off" in again_app.reasons
+    with engine.connect() as conn:
+        ledger.check_invariants(conn)
+
+
+def ledger_principal_of(conn: Any, loan_id: str) -> int:
+    """What the borrower owes the funders for this loan, read from the ledger alone: the signed
+    postings on the funders' ``loan_principal`` accounts in the loan's own entries (a debit
+    posting is negative, so while borrowers owe a funder its balance is negative)."""
+    return -int(conn.execute(text(
+        "SELECT COALESCE(SUM(p.amount), 0) "
+        "FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id "
+        "JOIN ledger_accounts a ON a.id = p.account_id "
+        "WHERE e.memo = :loan AND a.purpose = 'loan_principal'"), {"loan": loan_id}).scalar())
+
+
+def receivables(engine: Engine, funders: list[str]) -> dict[str, int]:
+    return {part: sum(-funder_balance(engine, f, purpose) for f in funders) for part, purpose in
+            (("interest", Purpose.INTEREST_RECEIVABLE), ("penalty", Purpose.PENALTY_RECEIVABLE),
+             ("fee", Purpose.FEE_RECEIVABLE))}
+
+
+def test_a_written_off_loan_agrees_with_its_funders_and_the_ledger(
+        engine: Engine, clock: ManualClock) -> None:
+    w = setup_world(engine, clock, term_count=2, writeoff_dpd=35, late_fee=700)
+    funders = [pay.PLATFORM_ID, w["a"], w["b"]]
+    app = run_now(engine, lambda c: credit.do_apply(c, clock.now(), w["merchant"],
+                                                    w["product"], 100_001))
+    loan_id = run_now(engine, lambda c: credit.do_drawdown(c, clock.now(), app.id,
+                                                            100_001))["id"]
+    today = clock.now().date()
+    credit.run_end_of_day(engine, today + timedelta(days=45))  # 14 days past due
+    with engine.connect() as conn:
+        late = credit.require_loan(conn, loan_id)
+        assert late["status"] == "active" and late["dpd"] > 0
+        assert ledger_principal_of(conn, loan_id) == late["principal_outstanding"] == 100_001
+    owed_late = receivables(engine, funders)  # the only loan: its funders' receivables
+    assert owed_late == {"interest": late["interest_unpaid"],
+                         "penalty": late["penalty_unpaid"], "fee": late["fee_unpaid"]}
+
+    credit.run_end_of_day(engine, today + timedelta(days=70))
+    with engine.connect() as conn:
+        gone = credit.require_loan(conn, loan_id)
+        on_ledger = ledger_principal_of(conn, loan_id)
+    rows = gone["funders"]
+    assert gone["status"] == "written_off"
+    assert gone["principal_outstanding"] == sum(f["principal_outstanding"] for f in rows) \
+        == on_ledger == 0
+    assert (gone["interest_unpaid"], gone["penalty_unpaid"], gone["fee_unpaid"]) == (0, 0, 0)
+    assert receivables(engine, funders) == {"interest": 0, "penalty": 0, "fee": 0}
+    assert gone["owed"] == 0
+    # What was owed is kept as the written-off amounts, per part and per funder.
+    assert gone["principal_written_off"] == 100_001 == sum(
+        f["principal_written_off"] for f in rows)
+    assert gone["fee_written_off"] == 700 and gone["interest_written_off"] > 0
+    assert gone["penalty_written_off"] > 0
+    assert gone["written_off_amount"] == sum(gone[f"{p}_written_off"] for p in
+                                             ("principal", "interest", "penalty", "fee"))
+    for f in rows:
+        assert f["written_off_amount"] == -funder_balance(engine, f["funder_id"],
+                                                          Purpose.CREDIT_LOSS)
+    assert sum(f["written_off_amount"] for f in rows) == gone["written_off_amount"]
     with engine.connect() as conn:
         ledger.check_invariants(conn)
 

@@ -10,7 +10,10 @@ calendar), so the end-of-day job can do date arithmetic set-based on both databa
 - ``credit_applications``: one per application with its synchronous decision and offer;
   ``open_key`` holds the merchant id while an offer or loan is open (unique: one at a time).
 - ``credit_loans``: a loan's state (outstanding amounts, accrual and delinquency state);
-  ``credit_loan_funders``: each funder's share and outstanding principal of that loan;
+  ``credit_loan_funders``: each funder's share and outstanding principal of that loan. A
+  write-off moves what was outstanding or unpaid into the ``*_written_off`` columns (the loan's
+  per part, each funder's principal and total loss), so outstanding figures are zero on both
+  the loan and its funder rows, as on the funders' ledger accounts, and losses stay reportable;
   ``credit_instalments``: its schedule.
 - ``credit_repayments``: one per repayment (manual, from receipts, or a recovery), keyed.
 - ``credit_eod_steps``: which end-of-day steps finished for which business day.
@@ -122,6 +125,10 @@ loans = Table(
     Column("dpd", Integer, nullable=False),
     Column("written_off_day", Integer, nullable=True),
     Column("written_off_amount", BigInteger, nullable=False),
+    Column("principal_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("interest_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("penalty_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("fee_written_off", BigInteger, nullable=False, server_default="0"),
     Column("recovered_amount", BigInteger, nullable=False),
     Column("entry_id", BigInteger, nullable=False),
     Column("created_at", Timestamp, nullable=False),
@@ -136,6 +143,8 @@ loan_funders = Table(
     Column("share_bps", Integer, nullable=False),
     Column("principal", BigInteger, nullable=False),
     Column("principal_outstanding", BigInteger, nullable=False),
+    Column("principal_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("written_off_amount", BigInteger, nullable=False, server_default="0"),
     Index("ix_credit_loan_funders_funder", "funder_id"),
 )
 

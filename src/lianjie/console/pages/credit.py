@@ -52,6 +52,7 @@ i18n.add_messages({
     "crd.interest_paid": ("Interest received", "已收利息"),
     "crd.penalty_paid": ("Penalties received", "已收罚息"),
     "crd.loss": ("Loss", "损失"),
+    "crd.written_off": ("Written off", "已核销"),
     "crd.schedule": ("Schedule", "还款计划"),
     "crd.seq": ("#", "期次"),
     "crd.due": ("Due", "到期日"),
@@ -68,14 +69,15 @@ i18n.add_messages({
 
 
 def _shares(loan: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each funder's part of the loan: principal by its funding, income and loss by share."""
+    """Each funder's part of the loan: principal by its funding, income by share, and the loss
+    it booked at write-off (exact: the funder row records it)."""
     out = []
     for f in loan["funders"]:
         share = int(f["share_bps"])
         out.append({**f, "share_pct": share / 100,
                     "interest_paid": loan["interest_paid"] * share // 10_000,
                     "penalty_paid": loan["penalty_paid"] * share // 10_000,
-                    "loss": loan["written_off_amount"] * share // 10_000})
+                    "loss": f["written_off_amount"]})
     return out
 
 
