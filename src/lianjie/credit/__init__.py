@@ -5,7 +5,7 @@ receipts, delinquency, write-off and recoveries.
 Money moves only through the ledger; each funder's share lives in ledger accounts it owns.
 """
 
-from lianjie.credit.eod import STEPS, require_day_over, run_end_of_day
+from lianjie.credit.eod import STEPS, receipts_holdback, require_day_over, run_end_of_day
 from lianjie.credit.features import FEATURES
 from lianjie.credit.features import compute as compute_features
 from lianjie.credit.features import for_merchant as merchant_features
@@ -59,6 +59,7 @@ __all__ = [
     "merchant_features",
     "owed",
     "position",
+    "receipts_holdback",
     "require_application",
     "require_day_over",
     "require_loan",

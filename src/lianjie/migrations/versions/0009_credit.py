@@ -1,4 +1,5 @@
-"""credit: written-off amounts per part and per funder
+"""credit: written-off amounts per part and per funder; a settlement held back whole for a loan
+has no payout entry
 
 Revision ID: 0009_credit
 Revises: 0008_credit
@@ -28,6 +29,8 @@ def upgrade() -> None:
                                       server_default='0', nullable=False))
         batch_op.add_column(sa.Column('written_off_amount', sa.BigInteger(),
                                       server_default='0', nullable=False))
+    with op.batch_alter_table('clearing_settlements', schema=None) as batch_op:
+        batch_op.alter_column('payout_entry_id', existing_type=sa.BigInteger(), nullable=True)
     # Loans written off before this revision kept their outstanding amounts: move them.
     op.execute(
         "UPDATE credit_loans SET principal_written_off = principal_outstanding, "
@@ -37,6 +40,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('clearing_settlements', schema=None) as batch_op:
+        batch_op.alter_column('payout_entry_id', existing_type=sa.BigInteger(), nullable=False)
     with op.batch_alter_table('credit_loan_funders', schema=None) as batch_op:
         batch_op.drop_column('written_off_amount')
         batch_op.drop_column('principal_written_off')
