@@ -35,6 +35,7 @@ from lianjie.credit.products import (
     list_products,
     require_product,
 )
+from lianjie.credit.vintage import vintage_curves
 
 __all__ = [
     "FEATURES",
@@ -66,4 +67,5 @@ __all__ = [
     "require_product",
     "risk_review",
     "run_end_of_day",
+    "vintage_curves",
 ]

@@ -20,7 +20,8 @@ so the job is idempotent (a finished step is skipped: running twice accrues once
 2. ``accrue``: one day of Actual/365 interest on every active loan's outstanding principal,
    set-based in SQL; the day's total per currency is split between funders with ``allocate``
    (weights: each funder's share of each loan's interest) and booked as one ledger entry.
-3. ``delinquency``: days past due for every active loan (set-based); for loans in arrears,
+3. ``delinquency``: days past due for every active loan (set-based), and the day a loan first
+   reaches ``VINTAGE_DPD`` (what vintage curves read); for loans in arrears,
    penalty interest on the overdue amount and, on the first day in arrears, the late fee.
 4. ``write_off``: loans at or past their product's ``writeoff_dpd`` are written off.
 5. ``expire_offers``: offers past their expiry free the merchant to apply again.
@@ -60,6 +61,7 @@ from lianjie.money import allocate
 _UTC = ZoneInfo("UTC")
 STEPS = ("receipts", "accrue", "delinquency", "write_off", "expire_offers")
 CATCH_UP_DAYS_MAX = 400
+VINTAGE_DPD = 30  # vintage curves count principal of loans once this many days past due
 DAY_US = 86_400 * 1_000_000
 # An order is paid within its expiry, at most this long after it was created (PaymentsConfig).
 ORDER_AGE_US_MAX = 7 * DAY_US
@@ -270,6 +272,8 @@ def _delinquency(conn: Connection, now: datetime, day: int) -> int:
         f"UPDATE {_LOAN} SET dpd = CASE WHEN unpaid_since_day IS NOT NULL AND "
         "unpaid_since_day < :day THEN :day - unpaid_since_day ELSE 0 END "
         "WHERE status = 'active'"), {"day": day})
+    conn.execute(text(f"UPDATE {_LOAN} SET dpd30_day = :day WHERE status = 'active' "
+                      f"AND dpd >= {VINTAGE_DPD} AND dpd30_day IS NULL"), {"day": day})
     where = f"{_LOAN}.status = 'active' AND {_LOAN}.dpd > 0"
     _book_set(conn, now, day, "penalty", _PENALTY, where, Purpose.PENALTY_RECEIVABLE,
               Purpose.PENALTY_INCOME)

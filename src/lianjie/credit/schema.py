@@ -123,6 +123,7 @@ loans = Table(
     Column("accrued_through_day", Integer, nullable=False),
     Column("unpaid_since_day", Integer, nullable=True),  # due day of the first unpaid instalment
     Column("dpd", Integer, nullable=False),
+    Column("dpd30_day", Integer, nullable=True),  # the first day it was 30+ days past due
     Column("written_off_day", Integer, nullable=True),
     Column("written_off_amount", BigInteger, nullable=False),
     Column("principal_written_off", BigInteger, nullable=False, server_default="0"),

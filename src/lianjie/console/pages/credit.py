@@ -19,7 +19,7 @@ from lianjie.console import i18n
 from lianjie.console.charts import major, series
 from lianjie.console.operators import ALL_ROLES, ConsoleRole, Operator
 from lianjie.console.registry import Page, register
-from lianjie.console.web import PREFIX, act, guard, read_form, render
+from lianjie.console.web import PREFIX, act, guard, language, read_form, render
 from lianjie.credit import schedule
 from lianjie.credit import schema as credit_schema
 from lianjie.credit.loans import DPD_BUCKETS
@@ -223,6 +223,11 @@ i18n.add_messages({
     "crd.count": ("Loans", "笔数"),
     "crd.products": ("Products", "产品"),
     "crd.name": ("Name", "名称"),
+    "crd.vintages": ("Vintage curves: share of principal 30+ days past due or written off, "
+                     "by month on book",
+                     "账龄曲线：各放款月份逾期30天以上或已核销的本金占比（按账龄月）"),
+    "crd.vintage": ("Vintage", "放款月份"),
+    "crd.mob": ("MOB {n}", "第{n}月"),
 })
 
 
@@ -236,8 +241,10 @@ def _portfolio(conn: Connection) -> dict[str, Any]:
         name = credit.bucket(int(r.dpd))
         count[name] += 1
         outstanding[name] += int(r.principal_outstanding)
+    vintages = credit.vintage_curves(conn)
     return {"buckets": [{"bucket": b, "count": count[b], "outstanding": outstanding[b]}
-                        for b in BUCKETS], "products": list_products(conn)}
+                        for b in BUCKETS], "products": list_products(conn),
+            "vintages": vintages, "mobs": max((len(v["curve"]) for v in vintages), default=0)}
 
 
 @PORTFOLIO.router.get("/portfolio")
@@ -250,4 +257,8 @@ async def portfolio(request: Request, op: PortfolioViewer) -> Response:
 async def portfolio_chart(request: Request, op: PortfolioViewer) -> Response:
     data = await runtime(request).read(_portfolio)
     chart = series(BUCKETS, outstanding=[major(b["outstanding"]) for b in data["buckets"]])
-    return JSONResponse({"charts": {"credit_buckets": chart}})
+    lang = language(request)
+    mobs = [i18n.translate(lang, "crd.mob", n=n) for n in range(1, data["mobs"] + 1)]
+    vintages = series(mobs, **{v["vintage"]: [round(x * 100, 2) for x in v["curve"]]
+                               for v in data["vintages"]})
+    return JSONResponse({"charts": {"credit_buckets": chart, "credit_vintages": vintages}})

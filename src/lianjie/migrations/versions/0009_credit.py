@@ -1,4 +1,5 @@
-"""credit: written-off amounts per part and per funder; a settlement held back whole for a loan
+"""credit: written-off amounts per part and per funder; the day a loan first went 30+ days past
+due (vintage curves); a settlement held back whole for a loan
 has no payout entry
 
 Revision ID: 0009_credit
@@ -24,6 +25,7 @@ def upgrade() -> None:
         for part in _LOAN_PARTS:
             batch_op.add_column(sa.Column(f'{part}_written_off', sa.BigInteger(),
                                           server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('dpd30_day', sa.Integer(), nullable=True))
     with op.batch_alter_table('credit_loan_funders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('principal_written_off', sa.BigInteger(),
                                       server_default='0', nullable=False))
@@ -37,6 +39,8 @@ def upgrade() -> None:
         "interest_written_off = interest_unpaid, penalty_written_off = penalty_unpaid, "
         "fee_written_off = fee_unpaid, principal_outstanding = 0, interest_unpaid = 0, "
         "penalty_unpaid = 0, fee_unpaid = 0 WHERE status = 'written_off'")
+    # Loans 30+ days past due now: the day they got there (earlier history was not kept).
+    op.execute("UPDATE credit_loans SET dpd30_day = unpaid_since_day + 30 WHERE dpd >= 30")
 
 
 def downgrade() -> None:
@@ -46,5 +50,6 @@ def downgrade() -> None:
         batch_op.drop_column('written_off_amount')
         batch_op.drop_column('principal_written_off')
     with op.batch_alter_table('credit_loans', schema=None) as batch_op:
+        batch_op.drop_column('dpd30_day')
         for part in reversed(_LOAN_PARTS):
             batch_op.drop_column(f'{part}_written_off')
