@@ -219,20 +219,44 @@ def test_reroute_policy_moves_a_full_funder_share(engine: Engine, clock: ManualC
         ledger.check_invariants(conn)
 
 
+def _features_agree(engine: Engine, as_of: Any) -> Any:
+    """The batch features (from the daily aggregates) equal each merchant's decision features
+    (from its orders); returns the batch."""
+    with engine.connect() as conn:
+        batch = credit.compute_features(conn, as_of)
+        for row in batch.iter_rows(named=True):
+            single = credit.merchant_features(conn, as_of, row["merchant_id"])
+            assert single == {k: round(float(row[k]), 6) for k in credit.FEATURES}, row
+    return batch
+
+
 def test_batch_and_single_merchant_features_agree(engine: Engine, clock: ManualClock) -> None:
     w = setup_world(engine, clock)
+    tea: list[str] = []
 
     def unit(conn: Any) -> None:
         other = pay.do_onboard_merchant(conn, clock.now(), CFG, "Tea", sp_id=None,
                                         business_type="cafe")
+        tea.append(other.id)
         synthetic.generate(conn, other.id, synthetic.random_profile(random.Random(5)),
                            clock.now(), 120, random.Random(6))
 
     run_now(engine, unit)
-    with engine.connect() as conn:
-        batch = credit.compute_features(conn, clock.now())
-        assert batch.height == 2
-        for row in batch.iter_rows(named=True):
-            single = credit.merchant_features(conn, clock.now(), row["merchant_id"])
-            assert single == {k: round(float(row[k]), 6) for k in credit.FEATURES}
+    today = schedule.day_of(clock.now().date())
+    # Orders written straight to the table: the aggregates are built for the range.
+    assert run_now(engine, lambda c: credit.refresh_daily(c, today - 400, today)) > 0
+    batch = _features_agree(engine, clock.now())
+    assert batch.height == 2
     assert w["merchant"] in set(batch["merchant_id"])
+    assert min(batch["payments"]) > 0 and min(batch["distinct_payers"]) > 0
+
+    # A day later with a day's more takings: the credit end of day keeps the aggregates.
+    clock.advance(timedelta(days=1))
+    run_now(engine, lambda c: synthetic.generate(
+        c, tea[0], synthetic.random_profile(random.Random(7)), clock.now(), 2,
+        random.Random(8)))
+    credit.run_end_of_day(engine, clock.now().date() - timedelta(days=1), now=clock.now(),
+                          tz="UTC")
+    again = _features_agree(engine, clock.now())
+    assert again.filter(again["merchant_id"] == tea[0])["payments"].item() > \
+        batch.filter(batch["merchant_id"] == tea[0])["payments"].item()

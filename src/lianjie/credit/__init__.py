@@ -5,6 +5,7 @@ receipts, delinquency, write-off and recoveries.
 Money moves only through the ledger; each funder's share lives in ledger accounts it owns.
 """
 
+from lianjie.credit.daily import refresh as refresh_daily
 from lianjie.credit.eod import STEPS, receipts_holdback, require_day_over, run_end_of_day
 from lianjie.credit.features import FEATURES
 from lianjie.credit.features import compute as compute_features
@@ -61,6 +62,7 @@ __all__ = [
     "owed",
     "position",
     "receipts_holdback",
+    "refresh_daily",
     "require_application",
     "require_day_over",
     "require_loan",

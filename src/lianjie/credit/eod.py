@@ -24,7 +24,9 @@ so the job is idempotent (a finished step is skipped: running twice accrues once
    reaches ``VINTAGE_DPD`` (what vintage curves read); for loans in arrears,
    penalty interest on the overdue amount and, on the first day in arrears, the late fee.
 4. ``write_off``: loans at or past their product's ``writeoff_dpd`` are written off.
-5. ``expire_offers``: offers past their expiry free the merchant to apply again.
+5. ``daily``: the per merchant and day aggregates batch features read are rebuilt for the days
+   around this one and for earlier days of orders refunded in them (``lianjie.credit.daily``).
+6. ``expire_offers``: offers past their expiry free the merchant to apply again.
 
 Days not yet run before ``business_day`` are run first, in order (at most ``CATCH_UP_DAYS_MAX``);
 their receipts come only from the standalone path's window when ``held`` is None, and are
@@ -50,8 +52,8 @@ from sqlalchemy import Connection, Engine, func, select, text
 from lianjie import ledger
 from lianjie.clock import business_day_end, to_us
 from lianjie.committer import run_now
+from lianjie.credit import daily, schedule
 from lianjie.credit import loans as L
-from lianjie.credit import schedule
 from lianjie.credit.funding import account, post_legs
 from lianjie.credit.schema import applications, eod_steps, loans
 from lianjie.errors import DomainError, ErrorCode
@@ -59,7 +61,7 @@ from lianjie.ledger import Leg, Purpose
 from lianjie.money import allocate
 
 _UTC = ZoneInfo("UTC")
-STEPS = ("receipts", "accrue", "delinquency", "write_off", "expire_offers")
+STEPS = ("receipts", "accrue", "delinquency", "write_off", "daily", "expire_offers")
 CATCH_UP_DAYS_MAX = 400
 VINTAGE_DPD = 30  # vintage curves count principal of loans once this many days past due
 DAY_US = 86_400 * 1_000_000
@@ -302,7 +304,11 @@ def _expire_offers(conn: Connection, now: datetime, day: int) -> int:
         .values(status="expired", open_key=None)).rowcount)
 
 
+def _daily(conn: Connection, now: datetime, day: int) -> int:
+    return daily.refresh(conn, *daily.refresh_window(now, day))
+
+
 _STEP_FNS: dict[str, Callable[[Connection, datetime, int], int]] = {
     "accrue": _accrue, "delinquency": _delinquency,
-    "write_off": _write_off, "expire_offers": _expire_offers,
+    "write_off": _write_off, "daily": _daily, "expire_offers": _expire_offers,
 }

@@ -18,6 +18,11 @@ calendar), so the end-of-day job can do date arithmetic set-based on both databa
 - ``credit_repayments``: one per repayment (manual, from receipts, or a recovery), keyed.
 - ``credit_eod_steps``: which end-of-day steps finished for which business day.
 - ``credit_models``: the model registry (versioned scorecards and challengers).
+- ``credit_merchant_days``: per merchant and UTC day, its paid orders' count, takings, refunded
+  amount and first payment time; ``credit_payer_days``: per merchant, UTC day and payer, that
+  payer's paid orders (distinct and repeat payers over any window of days are exact from it).
+  The credit end of day keeps both up to date (``lianjie.credit.daily``); batch features read
+  them instead of every order.
 """
 
 from __future__ import annotations
@@ -197,4 +202,24 @@ models = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     UniqueConstraint("name", "version"),
+)
+
+merchant_days = Table(
+    "credit_merchant_days",
+    metadata,
+    Column("merchant_id", String(32), primary_key=True),
+    Column("day", Integer, primary_key=True),  # paid_at's UTC day number
+    Column("payments", BigInteger, nullable=False),
+    Column("takings", BigInteger, nullable=False),
+    Column("refunded", BigInteger, nullable=False),
+    Column("first_paid", Timestamp, nullable=False),
+)
+
+payer_days = Table(
+    "credit_payer_days",
+    metadata,
+    Column("merchant_id", String(32), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("payer_id", String(32), primary_key=True),  # '' for an order without a payer
+    Column("payments", BigInteger, nullable=False),
 )
