@@ -35,14 +35,24 @@ FEATURES = (
     "tenure_days", "history_days", "payments", "has_service_provider", "risk_flag",
 )
 
-# One merchant's orders (the decision path), bucketed by the UTC day they were paid on.
-_ORDER_BUCKETS = """
-SELECT merchant_id, (:last_day - paid_at / :day_us) / :bucket_days AS bucket,
-       SUM(amount) AS takings, COUNT(*) AS payments, SUM(refunded_amount) AS refunded,
-       COUNT(DISTINCT (paid_at / :day_us)) AS active_days, MIN(paid_at) AS first_paid
+
+def _wide(bucket: str, takings: str) -> str:
+    """One column of takings per 30-day bucket, summed in the same pass as the totals: the
+    database streams each merchant's rows in key order with nothing to sort."""
+    return ", ".join(f"SUM(CASE WHEN {bucket} = {b} THEN {takings} ELSE 0 END) AS t{b}"
+                     for b in range(BUCKETS))
+
+
+# One merchant's orders (the decision path), by the UTC day they were paid on.
+_ORDER_DAY = "(paid_at / :day_us)"
+_ORDER_SQL = f"""
+SELECT merchant_id, {_wide(f"((:last_day - {_ORDER_DAY}) / :bucket_days)", "amount")},
+       COUNT(*) AS payments, SUM(refunded_amount) AS refunded,
+       COUNT(DISTINCT {_ORDER_DAY}) AS active_days, MIN(paid_at) AS first_paid,
+       MIN({_ORDER_DAY}) AS first_day
 FROM payment_orders
-WHERE status = 'paid' AND created_at >= :created AND paid_at >= :lo AND paid_at < :hi {where}
-GROUP BY merchant_id, (:last_day - paid_at / :day_us) / :bucket_days
+WHERE status = 'paid' AND created_at >= :created AND paid_at >= :lo AND paid_at < :hi {{where}}
+GROUP BY merchant_id
 """
 _ORDER_PAYERS = """
 SELECT merchant_id, COUNT(*) AS distinct_payers,
@@ -52,19 +62,20 @@ FROM (SELECT merchant_id, COALESCE(payer_id, '') AS payer, COUNT(*) AS n FROM pa
       {where} GROUP BY merchant_id, COALESCE(payer_id, '')) per_payer
 GROUP BY merchant_id
 """
-# Every merchant (the batch path), from the daily aggregates: the same figures.
-_DAY_BUCKETS = """
-SELECT merchant_id, (:last_day - day) / :bucket_days AS bucket, SUM(takings) AS takings,
+# Every merchant (the batch path), from the daily aggregates: the same figures. ``+day`` keeps
+# SQLite on the primary key (merchant order) rather than the day index, as a whole year is read.
+_DAY_SQL = f"""
+SELECT merchant_id, {_wide("((:last_day - day) / :bucket_days)", "takings")},
        SUM(payments) AS payments, SUM(refunded) AS refunded, COUNT(*) AS active_days,
-       MIN(first_paid) AS first_paid
-FROM credit_merchant_days WHERE day >= :first_day AND day <= :last_day
-GROUP BY merchant_id, (:last_day - day) / :bucket_days
+       MIN(first_paid) AS first_paid, MIN(day) AS first_day
+FROM credit_merchant_days WHERE +day >= :first_day AND +day <= :last_day
+GROUP BY merchant_id
 """
 _DAY_PAYERS = """
 SELECT merchant_id, COUNT(*) AS distinct_payers,
        SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END) AS repeat_payers
 FROM (SELECT merchant_id, payer_id, SUM(payments) AS n FROM credit_payer_days
-      WHERE day >= :first_day AND day <= :last_day GROUP BY merchant_id, payer_id) per_payer
+      WHERE +day >= :first_day AND +day <= :last_day GROUP BY merchant_id, payer_id) per_payer
 GROUP BY merchant_id
 """
 _PARTY_SQL = """
@@ -72,8 +83,9 @@ SELECT id AS merchant_id, created_at, parent_id, status FROM parties
 WHERE kind = 'merchant' {where}
 """
 _BUCKET_SCHEMA: dict[str, Any] = {
-    "merchant_id": pl.String, "bucket": pl.Int64, "takings": pl.Int64, "payments": pl.Int64,
-    "refunded": pl.Int64, "active_days": pl.Int64, "first_paid": pl.Int64}
+    "merchant_id": pl.String, **{f"t{b}": pl.Int64 for b in range(BUCKETS)},
+    "payments": pl.Int64, "refunded": pl.Int64, "active_days": pl.Int64,
+    "first_paid": pl.Int64, "first_day": pl.Int64}
 _PAYER_SCHEMA: dict[str, Any] = {
     "merchant_id": pl.String, "distinct_payers": pl.Int64, "repeat_payers": pl.Int64}
 _PARTY_SCHEMA: dict[str, Any] = {"merchant_id": pl.String, "created_at": pl.Int64,
@@ -91,47 +103,47 @@ def compute(conn: Connection, as_of: datetime, merchant_ids: list[str] | None = 
                               "created": lo - ORDER_AGE_US_MAX, "day_us": DAY_US,
                               "bucket_days": BUCKET_DAYS}
     if merchant_ids is None:
-        buckets = _frame(conn, _DAY_BUCKETS, params, _BUCKET_SCHEMA)
+        buckets = _frame(conn, _DAY_SQL, params, _BUCKET_SCHEMA)
         payers = _frame(conn, _DAY_PAYERS, params, _PAYER_SCHEMA)
         party = _frame(conn, _PARTY_SQL.format(where=""), params, _PARTY_SCHEMA)
-        return derive(buckets, payers, party, to_us(as_of))
+        return derive(buckets, payers, party, to_us(as_of), last_day)
     assert merchant_ids and len(merchant_ids) <= 1000
     names = [f"m{i}" for i in range(len(merchant_ids))]
     params.update(zip(names, merchant_ids, strict=True))
     where = "AND merchant_id IN (" + ", ".join(f":{n}" for n in names) + ")"
-    buckets = _frame(conn, _ORDER_BUCKETS.format(where=where), params, _BUCKET_SCHEMA)
+    buckets = _frame(conn, _ORDER_SQL.format(where=where), params, _BUCKET_SCHEMA)
     payers = _frame(conn, _ORDER_PAYERS.format(where=where), params, _PAYER_SCHEMA)
     party_where = where.replace("merchant_id IN", "id IN")
     party = _frame(conn, _PARTY_SQL.format(where=party_where), params, _PARTY_SCHEMA)
-    return derive(buckets, payers, party, to_us(as_of))
+    return derive(buckets, payers, party, to_us(as_of), last_day)
 
 
 def _frame(conn: Connection, sql: str, params: dict[str, Any],
            schema: dict[str, Any]) -> pl.DataFrame:
-    result = conn.execution_options(stream_results=True).execute(text(sql), params)
+    result = conn.execute(text(sql).execution_options(stream_results=True), params)
     chunks = [pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
               for rows in iter(lambda: result.fetchmany(FETCH_ROWS), [])]
     return pl.concat(chunks) if chunks else pl.DataFrame(schema=schema)
 
 
-def derive(buckets: pl.DataFrame, payers: pl.DataFrame, party: pl.DataFrame,
-           as_of_us: int) -> pl.DataFrame:
-    """The features from the aggregates (pure, columnar)."""
-    buckets = buckets.filter(pl.col("bucket") < BUCKETS)
-    per = buckets.group_by("merchant_id").agg(
-        takings=pl.col("takings").sum(), payments=pl.col("payments").sum(),
-        refunded=pl.col("refunded").sum(), active_days=pl.col("active_days").sum(),
-        first_paid=pl.col("first_paid").min(), months=pl.col("bucket").max() + 1,
-        recent=pl.col("takings").filter(pl.col("bucket") < 3).sum(),
-        before=pl.col("takings").filter((pl.col("bucket") >= 3) & (pl.col("bucket") < 6)).sum(),
-    )
-    # Volatility over every observed month, counting months without takings as zero.
-    grid = per.select("merchant_id", "months").with_columns(
-        bucket=pl.int_ranges(0, pl.col("months"))).explode("bucket")
-    monthly = grid.join(buckets.select("merchant_id", "bucket", "takings"),
-                        on=["merchant_id", "bucket"], how="left").fill_null(0)
-    vol = monthly.group_by("merchant_id").agg(
-        mean=pl.col("takings").mean(), std=pl.col("takings").std(ddof=0))
+def derive(per: pl.DataFrame, payers: pl.DataFrame, party: pl.DataFrame,
+           as_of_us: int, last_day: int) -> pl.DataFrame:
+    """The features from the aggregates (pure, columnar): ``per`` has one row per merchant with
+    its takings per bucket (``t0`` the latest) and totals, ``last_day`` is bucket 0's last day."""
+    t = [pl.col(f"t{b}") for b in range(BUCKETS)]
+    # Observed months reach back to the oldest bucket with takings; volatility is over every
+    # observed month, counting months without takings as zero.
+    per = per.with_columns(
+        takings=pl.sum_horizontal(t), recent=pl.sum_horizontal(t[:3]),
+        before=pl.sum_horizontal(t[3:6]),
+        months=(last_day - pl.col("first_day")) // BUCKET_DAYS + 1)
+    mean = pl.col("takings") / pl.col("months")
+    per = per.with_columns(mean=mean, std=(pl.sum_horizontal(
+        [pl.when(pl.col("months") > b).then((t[b] - mean) ** 2).otherwise(0.0)
+         for b in range(BUCKETS)]) / pl.col("months")).sqrt()).drop(
+        [f"t{b}" for b in range(BUCKETS)])
+    vol = per.select("merchant_id", "mean", "std")
+    per = per.drop("mean", "std")
     out = party.join(per, on="merchant_id", how="left").join(vol, on="merchant_id", how="left")
     out = out.join(payers, on="merchant_id", how="left").with_columns(
         has_sp=pl.col("parent_id").is_not_null()).drop("parent_id").fill_null(0)

@@ -213,13 +213,18 @@ merchant_days = Table(
     Column("takings", BigInteger, nullable=False),
     Column("refunded", BigInteger, nullable=False),
     Column("first_paid", Timestamp, nullable=False),
+    Index("ix_credit_merchant_days_day", "day"),  # the end of day rebuilds days for everyone
+    sqlite_with_rowid=False,  # rows live in key order: a batch read is one sequential scan
 )
 
 payer_days = Table(
     "credit_payer_days",
     metadata,
+    # Keyed by payer before day: batch features group by (merchant, payer) along the key.
     Column("merchant_id", String(32), primary_key=True),
-    Column("day", Integer, primary_key=True),
     Column("payer_id", String(32), primary_key=True),  # '' for an order without a payer
+    Column("day", Integer, primary_key=True),
     Column("payments", BigInteger, nullable=False),
+    Index("ix_credit_payer_days_day", "day"),
+    sqlite_with_rowid=False,
 )

@@ -25,14 +25,17 @@ def upgrade() -> None:
         sa.Column('takings', sa.BigInteger(), nullable=False),
         sa.Column('refunded', sa.BigInteger(), nullable=False),
         sa.Column('first_paid', sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint('merchant_id', 'day'))
+        sa.PrimaryKeyConstraint('merchant_id', 'day'), sqlite_with_rowid=False)
+    op.create_index('ix_credit_merchant_days_day', 'credit_merchant_days', ['day'])
     op.create_table(
         'credit_payer_days',
         sa.Column('merchant_id', sa.String(length=32), nullable=False),
-        sa.Column('day', sa.Integer(), nullable=False),
         sa.Column('payer_id', sa.String(length=32), nullable=False),
+        sa.Column('day', sa.Integer(), nullable=False),
         sa.Column('payments', sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint('merchant_id', 'day', 'payer_id'))
+        sa.PrimaryKeyConstraint('merchant_id', 'payer_id', 'day'),
+        sqlite_with_rowid=False)
+    op.create_index('ix_credit_payer_days_day', 'credit_payer_days', ['day'])
     # Existing history: the end of day refreshes only recent days, so build the rest now.
     op.execute(
         "INSERT INTO credit_merchant_days (merchant_id, day, payments, takings, refunded, "
@@ -47,5 +50,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_credit_payer_days_day', table_name='credit_payer_days')
     op.drop_table('credit_payer_days')
+    op.drop_index('ix_credit_merchant_days_day', table_name='credit_merchant_days')
     op.drop_table('credit_merchant_days')
