@@ -6,8 +6,9 @@
 2. ``accrual``: the end-of-day ``accrue`` step (one day of Actual/365 interest, set-based, and
    the funders' ledger entry) and the ``delinquency`` step (DPD for every loan) over
    ``--loans`` active loans (1,000,000 by default), each with three funders.
-3. ``features``: the batch feature computation for ``--merchants`` merchants over a year of
-   paid orders (``--payments`` per merchant), written straight to the table in bulk.
+3. ``features``: the batch feature computation for ``--merchants`` merchants over ``--days``
+   days of per merchant and day aggregates (``credit_merchant_days``, ``credit_payer_days``),
+   generated in the database with one INSERT ... SELECT each.
 
 Data is generated with bulk inserts (not timed). The headline figures are the last line, JSON.
 
@@ -156,41 +157,57 @@ def _insert(conn: Any, loan_rows: list[tuple[Any, ...]], funder_rows: list[tuple
     conn.exec_driver_sql("INSERT INTO credit_instalments VALUES (" + marks(6) + ")", inst_rows)
 
 
-def bench_features(engine: Engine, merchants: int, payments: int) -> dict[str, Any]:
+def bench_features(engine: Engine, merchants: int, days: int, payers: int) -> dict[str, Any]:
+    """Batch features over ``days`` days of per merchant and day aggregates for every merchant,
+    generated in the database (a deterministic mix: about 9 active days in 10, 1 to 80 payments
+    a day, a refund on 1 day in 20) with one payer row per active day out of ``payers``
+    regulars per merchant."""
     rng = random.Random(9)
-    start_us = to_us(NOW - timedelta(days=365))
-    span = 365 * 86_400 * 1_000_000
+    first_day = to_us(NOW) // eod.DAY_US - days
     t0 = time.perf_counter()
     party_rows = [(f"mch_f{i:08d}", "merchant", "S", "active", "approved", None, "other", 38,
-                   None, None, None, start_us - 86_400_000_000 * rng.randint(0, 900))
+                   None, None, None, (first_day - rng.randint(0, 900)) * eod.DAY_US)
                   for i in range(merchants)]
-    run_now(engine, lambda c: c.exec_driver_sql(
-        "INSERT INTO parties (id, kind, name, status, kyc_status, parent_id, business_type, "
-        "fee_rate_bps, commission_share_bps, webhook_url, webhook_secret, created_at) VALUES "
-        "(" + ", ".join(["%s" if c.dialect.name == "postgresql" else "?"] * 12) + ")",
-        party_rows))
-    total = merchants * payments
-    for first in range(0, total, INSERT_CHUNK):
-        rows = []
-        for k in range(first, min(total, first + INSERT_CHUNK)):
-            m = k // payments
-            at = start_us + rng.randrange(span)
-            amount = rng.randint(100, 20_000)
-            rows.append((f"ord_f{k:012d}", f"mch_f{m:08d}", f"o{k}", amount, "CNY", "x",
-                         "paid", at, at, at, f"cus_{m}_{rng.randrange(40)}", amount * 38 // 10_000,
-                         0, 0, 0, 0))
-        run_now(engine, lambda c, r=rows: c.exec_driver_sql(
-            "INSERT INTO payment_orders (id, merchant_id, out_trade_no, amount, currency, "
-            "description, status, expires_at, created_at, paid_at, payer_id, fee_amount, "
-            "commission_amount, refunded_amount, refunded_fee, refunded_commission) VALUES ("
-            + ", ".join(["%s" if c.dialect.name == "postgresql" else "?"] * 16) + ")", r))
+
+    def setup(c: Any) -> None:
+        mark = "%s" if c.dialect.name == "postgresql" else "?"
+        c.exec_driver_sql(
+            "INSERT INTO parties (id, kind, name, status, kyc_status, parent_id, business_type, "
+            "fee_rate_bps, commission_share_bps, webhook_url, webhook_secret, created_at) "
+            "VALUES (" + ", ".join([mark] * 12) + ")", party_rows)
+        c.exec_driver_sql("CREATE TABLE bench_m (i BIGINT, id VARCHAR(32))")
+        c.exec_driver_sql("CREATE TABLE bench_d (n BIGINT)")
+        c.exec_driver_sql(f"INSERT INTO bench_m VALUES ({mark}, {mark})",
+                          [(i, r[0]) for i, r in enumerate(party_rows)])
+        c.exec_driver_sql(f"INSERT INTO bench_d VALUES ({mark})", [(n,) for n in range(days)])
+        grid = ("FROM bench_m m CROSS JOIN bench_d d WHERE (m.i * 31 + d.n * 17) % 10 < 9 "
+                "ORDER BY m.id, d.n")
+        c.exec_driver_sql(
+            "INSERT INTO credit_merchant_days (merchant_id, day, payments, takings, refunded, "
+            f"first_paid) SELECT m.id, {first_day} + d.n, 1 + (m.i * 7919 + d.n * 104729) % 80,"
+            " (1 + (m.i * 7919 + d.n * 104729) % 80) * (3000 + (m.i * 13 + d.n * 7) % 5000), "
+            "CASE WHEN (m.i + d.n) % 20 = 0 THEN 3000 ELSE 0 END, "
+            f"({first_day} + d.n) * {eod.DAY_US} + ((m.i * d.n) % 36000) * 1000000 " + grid)
+        c.exec_driver_sql(
+            "INSERT INTO credit_payer_days (merchant_id, payer_id, day, payments) "
+            f"SELECT m.id, 'cus_' || CAST((m.i * 3 + d.n * 7) % {payers} AS VARCHAR(8)), "
+            f"{first_day} + d.n, 1 + (m.i + d.n) % 3 " + grid)
+        c.exec_driver_sql("DROP TABLE bench_m")
+        c.exec_driver_sql("DROP TABLE bench_d")
+
+    run_now(engine, setup)
+    with engine.connect() as conn:
+        rows = int(conn.exec_driver_sql("SELECT COUNT(*) FROM credit_merchant_days").scalar()
+                   or 0)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE")
     setup_s = time.perf_counter() - t0
     t = time.perf_counter()
     with engine.connect() as conn:
         frame = credit.compute_features(conn, NOW)
     features_s = time.perf_counter() - t
     assert frame.height == merchants
-    return {"features_merchants": merchants, "features_payments": total,
+    return {"features_merchants": merchants, "features_merchant_days": rows,
             "features_s": round(features_s, 2),
             "features_merchants_per_s": round(merchants / features_s),
             "features_setup_s": round(setup_s, 1)}
@@ -201,7 +218,8 @@ def main() -> None:
     ap.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--loans", type=int, default=1_000_000)
     ap.add_argument("--merchants", type=int, default=100_000)
-    ap.add_argument("--payments", type=int, default=60, help="per merchant over the year")
+    ap.add_argument("--days", type=int, default=365, help="of aggregates per merchant")
+    ap.add_argument("--payers", type=int, default=60, help="regular payers per merchant")
     ap.add_argument("--decision-merchants", type=int, default=20)
     ap.add_argument("--only", choices=("decision", "accrual", "features"), default=None)
     args = ap.parse_args()
@@ -210,7 +228,7 @@ def main() -> None:
         for name, fn in (("decision", lambda e: bench_decision(e, args.decision_merchants)),
                          ("accrual", lambda e: bench_accrual(e, args.loans)),
                          ("features", lambda e: bench_features(e, args.merchants,
-                                                               args.payments))):
+                                                               args.days, args.payers))):
             if args.only not in (None, name):
                 continue
             engine = fresh_engine(args.database, name, tmp)

@@ -4,6 +4,8 @@ refused; bad input is a clear error with nothing changed."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 from console_support import Console, cheap_hashes, console
 from credit_console_helpers import drawn_loan
 from lianjie.committer import run_now
@@ -96,3 +98,36 @@ def test_portfolio_buckets_and_products(console: Console) -> None:
     assert "¥1,500.00" in text  # the drawn loan, current
     chart = support.get("/console/api/portfolio").json()["charts"]["credit_buckets"]
     assert chart["datasets"][0]["data"][0] == 1500.0
+
+
+def test_portfolio_vintage_curves(console: Console) -> None:
+    """Two 150.00 loans drawn on 5 January: one repaid at once, one never. The unpaid one's
+    first instalment falls due a month later and it is 30 days past due 61 days after
+    disbursal: month on book 3 (days 60-89). So the January vintage is 0%, 0%, 50% at months on
+    book 1-3 when the end of day has closed 16 March (day 70: three months shown)."""
+    api = console.api
+    paid, unpaid = drawn_loan(api), drawn_loan(api, funded=0)
+    mkey = paid["merchant"]["api_key"]
+    api.ok("POST", f"/v1/credit/loans/{paid['loan']['id']}/repayments", mkey,
+           {"amount": 150_000})
+    last = date(2026, 3, 16)
+    api.clock.set(datetime(2026, 3, 17, 0, 0, tzinfo=UTC))  # 08:00 in Shanghai
+    api.ok("POST", "/v1/credit/end_of_day", api.operator_key,
+           {"business_date": last.isoformat()})
+    loan = run_now(api.rt.engine, lambda c: require_loan(c, unpaid["loan"]["id"]))
+    assert loan["dpd30_day"] - loan["disbursed_day"] == 61
+
+    support = console.login("support")
+    text = support.get("/console/portfolio").text
+    row = text[text.index('data-vintage="2026-01"'):]
+    row = row[:row.index("</tr>")]
+    assert "¥3,000.00" in row
+    assert [c.split(">")[1] for c in row.split('data-mob="')[1:]] == [
+        "0.00%</td", "0.00%</td", "50.00%</td"]
+    chart = support.get("/console/api/portfolio").json()["charts"]["credit_vintages"]
+    assert chart["labels"] == ["MOB 1", "MOB 2", "MOB 3"]
+    assert chart["datasets"] == [{"label": "2026-01", "data": [0.0, 0.0, 50.0]}]
+    support.get("/console/lang/zh", params={"next": "/console/portfolio"})
+    assert "账龄曲线" in support.get("/console/portfolio").text
+    chart = support.get("/console/api/portfolio").json()["charts"]["credit_vintages"]
+    assert chart["labels"] == ["第1月", "第2月", "第3月"]

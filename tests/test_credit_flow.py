@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from lianjie import credit, ledger
 from lianjie import payments as pay
@@ -109,6 +109,67 @@ def test_life_cycle_shares_add_up(engine: Engine, clock: ManualClock) -> None:
         ledger.check_invariants(conn)
 
 
+def ledger_principal_of(conn: Any, loan_id: str) -> int:
+    """What the borrower owes the funders for this loan, read from the ledger alone: the signed
+    postings on the funders' ``loan_principal`` accounts in the loan's own entries (a debit
+    posting is negative, so while borrowers owe a funder its balance is negative)."""
+    return -int(conn.execute(text(
+        "SELECT COALESCE(SUM(p.amount), 0) "
+        "FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id "
+        "JOIN ledger_accounts a ON a.id = p.account_id "
+        "WHERE e.memo = :loan AND a.purpose = 'loan_principal'"), {"loan": loan_id}).scalar())
+
+
+def receivables(engine: Engine, funders: list[str]) -> dict[str, int]:
+    return {part: sum(-funder_balance(engine, f, purpose) for f in funders) for part, purpose in
+            (("interest", Purpose.INTEREST_RECEIVABLE), ("penalty", Purpose.PENALTY_RECEIVABLE),
+             ("fee", Purpose.FEE_RECEIVABLE))}
+
+
+def test_a_written_off_loan_agrees_with_its_funders_and_the_ledger(
+        engine: Engine, clock: ManualClock) -> None:
+    w = setup_world(engine, clock, term_count=2, writeoff_dpd=35, late_fee=700)
+    funders = [pay.PLATFORM_ID, w["a"], w["b"]]
+    app = run_now(engine, lambda c: credit.do_apply(c, clock.now(), w["merchant"],
+                                                    w["product"], 100_001))
+    loan_id = run_now(engine, lambda c: credit.do_drawdown(c, clock.now(), app.id,
+                                                            100_001))["id"]
+    today = clock.now().date()
+    credit.run_end_of_day(engine, today + timedelta(days=45))  # 14 days past due
+    with engine.connect() as conn:
+        late = credit.require_loan(conn, loan_id)
+        assert late["status"] == "active" and late["dpd"] > 0
+        assert ledger_principal_of(conn, loan_id) == late["principal_outstanding"] == 100_001
+    owed_late = receivables(engine, funders)  # the only loan: its funders' receivables
+    assert owed_late == {"interest": late["interest_unpaid"],
+                         "penalty": late["penalty_unpaid"], "fee": late["fee_unpaid"]}
+
+    credit.run_end_of_day(engine, today + timedelta(days=70))
+    with engine.connect() as conn:
+        gone = credit.require_loan(conn, loan_id)
+        on_ledger = ledger_principal_of(conn, loan_id)
+    rows = gone["funders"]
+    assert gone["status"] == "written_off"
+    assert gone["principal_outstanding"] == sum(f["principal_outstanding"] for f in rows) \
+        == on_ledger == 0
+    assert (gone["interest_unpaid"], gone["penalty_unpaid"], gone["fee_unpaid"]) == (0, 0, 0)
+    assert receivables(engine, funders) == {"interest": 0, "penalty": 0, "fee": 0}
+    assert gone["owed"] == 0
+    # What was owed is kept as the written-off amounts, per part and per funder.
+    assert gone["principal_written_off"] == 100_001 == sum(
+        f["principal_written_off"] for f in rows)
+    assert gone["fee_written_off"] == 700 and gone["interest_written_off"] > 0
+    assert gone["penalty_written_off"] > 0
+    assert gone["written_off_amount"] == sum(gone[f"{p}_written_off"] for p in
+                                             ("principal", "interest", "penalty", "fee"))
+    for f in rows:
+        assert f["written_off_amount"] == -funder_balance(engine, f["funder_id"],
+                                                          Purpose.CREDIT_LOSS)
+    assert sum(f["written_off_amount"] for f in rows) == gone["written_off_amount"]
+    with engine.connect() as conn:
+        ledger.check_invariants(conn)
+
+
 def test_bad_input_moves_nothing(engine: Engine, clock: ManualClock) -> None:
     w = setup_world(engine, clock, history_days=30)
 
@@ -158,20 +219,44 @@ def test_reroute_policy_moves_a_full_funder_share(engine: Engine, clock: ManualC
         ledger.check_invariants(conn)
 
 
+def _features_agree(engine: Engine, as_of: Any) -> Any:
+    """The batch features (from the daily aggregates) equal each merchant's decision features
+    (from its orders); returns the batch."""
+    with engine.connect() as conn:
+        batch = credit.compute_features(conn, as_of)
+        for row in batch.iter_rows(named=True):
+            single = credit.merchant_features(conn, as_of, row["merchant_id"])
+            assert single == {k: round(float(row[k]), 6) for k in credit.FEATURES}, row
+    return batch
+
+
 def test_batch_and_single_merchant_features_agree(engine: Engine, clock: ManualClock) -> None:
     w = setup_world(engine, clock)
+    tea: list[str] = []
 
     def unit(conn: Any) -> None:
         other = pay.do_onboard_merchant(conn, clock.now(), CFG, "Tea", sp_id=None,
                                         business_type="cafe")
+        tea.append(other.id)
         synthetic.generate(conn, other.id, synthetic.random_profile(random.Random(5)),
                            clock.now(), 120, random.Random(6))
 
     run_now(engine, unit)
-    with engine.connect() as conn:
-        batch = credit.compute_features(conn, clock.now())
-        assert batch.height == 2
-        for row in batch.iter_rows(named=True):
-            single = credit.merchant_features(conn, clock.now(), row["merchant_id"])
-            assert single == {k: round(float(row[k]), 6) for k in credit.FEATURES}
+    today = schedule.day_of(clock.now().date())
+    # Orders written straight to the table: the aggregates are built for the range.
+    assert run_now(engine, lambda c: credit.refresh_daily(c, today - 400, today)) > 0
+    batch = _features_agree(engine, clock.now())
+    assert batch.height == 2
     assert w["merchant"] in set(batch["merchant_id"])
+    assert min(batch["payments"]) > 0 and min(batch["distinct_payers"]) > 0
+
+    # A day later with a day's more takings: the credit end of day keeps the aggregates.
+    clock.advance(timedelta(days=1))
+    run_now(engine, lambda c: synthetic.generate(
+        c, tea[0], synthetic.random_profile(random.Random(7)), clock.now(), 2,
+        random.Random(8)))
+    credit.run_end_of_day(engine, clock.now().date() - timedelta(days=1), now=clock.now(),
+                          tz="UTC")
+    again = _features_agree(engine, clock.now())
+    assert again.filter(again["merchant_id"] == tea[0])["payments"].item() > \
+        batch.filter(batch["merchant_id"] == tea[0])["payments"].item()

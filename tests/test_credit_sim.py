@@ -22,17 +22,19 @@ def _shares_add_up(engine: Engine, funders: list[str]) -> dict[str, dict[str, An
         whole = {r.id: r for r in conn.execute(select(loans)).all()}
         parts = conn.execute(select(
             loan_funders.c.loan_id, func.sum(loan_funders.c.principal),
-            func.sum(loan_funders.c.principal_outstanding)).group_by(loan_funders.c.loan_id)
+            func.sum(loan_funders.c.principal_outstanding),
+            func.sum(loan_funders.c.principal_written_off)).group_by(loan_funders.c.loan_id)
         ).all()
         assert len(parts) == len(whole)
-        for loan_id, principal, outstanding in parts:
+        for loan_id, principal, outstanding, written_off in parts:
             assert principal == whole[loan_id].principal
-            # A written-off loan keeps its last outstanding as a record; its funders hold none.
-            gone = whole[loan_id].status == "written_off"
-            assert outstanding == (0 if gone else whole[loan_id].principal_outstanding)
+            assert outstanding == whole[loan_id].principal_outstanding
+            assert written_off == whole[loan_id].principal_written_off
+            if whole[loan_id].status == "written_off":
+                assert outstanding == 0
         positions = {f: credit.position(conn, f, "CNY") for f in funders}
     assert sum(p["principal_outstanding"] for p in positions.values()) == sum(
-        r.principal_outstanding for r in whole.values() if r.status == "active")
+        r.principal_outstanding for r in whole.values())
     written_off = sum(r.written_off_amount for r in whole.values())
     assert -sum(p["balances"]["credit_loss"] for p in positions.values()) == written_off
     return positions

@@ -7,8 +7,9 @@ timestamp in a configured time zone; they are never the naive date of a UTC time
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -53,6 +54,17 @@ def to_us(when: datetime) -> int:
     assert when.tzinfo is not None, "timestamps are timezone-aware"
     delta = when - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def business_day_end(business_date: date, timezone: str, cutoff: time) -> datetime:
+    """The instant (UTC) at which ``business_date`` ends: its cut-off in ``timezone``; a
+    midnight cut-off ends the day at the next midnight, any other at that time on the date
+    itself (what is recorded after it belongs to the next business day)."""
+    tz = ZoneInfo(timezone)
+    local = datetime.combine(business_date, cutoff, tzinfo=tz)
+    if cutoff == time(0, 0):
+        local = datetime.combine(business_date + timedelta(days=1), cutoff, tzinfo=tz)
+    return local.astimezone(UTC)
 
 
 def from_us(us: int) -> datetime:

@@ -150,7 +150,9 @@ async def settlements(rt: RT, p: Caller, merchant_id: str | None = None,
                  "currency": r.currency, "amount": r.amount,
                  "business_date": r.business_date.isoformat(),
                  "value_date": r.value_date.isoformat(), "institution_id": r.institution_id,
-                 "entry_id": f"txf_{r.entry_id}", "payout_entry_id": f"txf_{r.payout_entry_id}",
+                 "entry_id": f"txf_{r.entry_id}",
+                 "payout_entry_id": None if r.payout_entry_id is None
+                 else f"txf_{r.payout_entry_id}",
                  "status": r.status} for r in conn.execute(q)]
         return {"object": "list", "data": data, "has_more": False, "next_cursor": None}
 

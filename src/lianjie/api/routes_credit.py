@@ -16,6 +16,7 @@ from lianjie import credit
 from lianjie.api import views
 from lianjie.api.access import acting_merchant
 from lianjie.api.keys import Principal, Role
+from lianjie.api.routes_clearing import clearing_config
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
 from lianjie.api.runtime import Runtime, current_runtime, json, require_role
 from lianjie.errors import DomainError, ErrorCode
@@ -231,11 +232,13 @@ async def repay(loan_id: str, body: AmountIn, request: Request, rt: RT, p: Calle
 async def end_of_day(body: EodIn, request: Request, rt: RT, p: Caller) -> Response:
     """Run the credit end of day for a business date (idempotent; catches up missed days)."""
     require_role(p, Role.OPERATOR)
+    cfg = clearing_config(request)  # the business day is the one clearing's cut-off defines
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         now = rt.clock.now()
-        credit.require_day_over(body.business_date, now)
-        done = credit.run_end_of_day(conn, body.business_date, now=now)
+        credit.require_day_over(body.business_date, now, cfg.timezone, cfg.cutoff)
+        done = credit.run_end_of_day(conn, body.business_date, now=now, tz=cfg.timezone,
+                                     cutoff=cfg.cutoff)
         return 200, {"object": "credit_end_of_day",
                      "business_date": body.business_date.isoformat(), "steps": done}
 

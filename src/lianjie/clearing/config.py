@@ -8,8 +8,10 @@ anything recorded after the cut-off belongs to the next business day. Business d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from lianjie.clock import business_day_end
 
 
 @dataclass(frozen=True)
@@ -23,17 +25,14 @@ class ClearingConfig:
     payout_institution_id: str | None = None
     # Net debit cap per institution, in minor units, when no per-institution cap is set.
     net_debit_cap_default: int = 10**15
-    # Entry codes posted at end of day for the day just ended, before settlement (loan
-    # repayments from receipts): settlement nets them with that day.
+    # Entry codes posted at end of day for the day just ended, before settlement: loan
+    # repayments from receipts when the credit end of day runs on its own, ahead of this
+    # job (it then takes from merchant_pending); settlement nets them with that day.
     eod_codes: tuple[str, ...] = ("loan_repayment",)
 
     def day_end(self, business_date: date) -> datetime:
         """The instant (UTC) at which ``business_date`` ends."""
-        tz = ZoneInfo(self.timezone)
-        local = datetime.combine(business_date, self.cutoff, tzinfo=tz)
-        if self.cutoff == time(0, 0):
-            local = datetime.combine(business_date + timedelta(days=1), self.cutoff, tzinfo=tz)
-        return local.astimezone(UTC)
+        return business_day_end(business_date, self.timezone, self.cutoff)
 
     def day_start(self, business_date: date) -> datetime:
         return self.day_end(business_date - timedelta(days=1))

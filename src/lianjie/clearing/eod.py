@@ -1,4 +1,4 @@
-"""The end-of-day job: close credit's day, settle merchants, seal the day's log, clear between
+"""The end-of-day job: settle merchants, close credit's day, seal the day's log, clear between
 institutions.
 
 Idempotent and resumable. Each step runs in one transaction that also records the step as done
@@ -30,9 +30,10 @@ from lianjie.clock import Clock, SystemClock
 from lianjie.committer import run_now
 from lianjie.errors import DomainError, ErrorCode
 
-# Credit closes the day first: its loan repayments from receipts are debits on merchant pending
-# accounts, which settlement then nets.
-STEPS = ("credit", "settle", "seal", "clear")
+# Settlement moves the day's net from merchant_pending to merchant_available and pays out all
+# but what loans repaid from receipts hold back; credit's day then takes that held amount from
+# merchant_available. A payment after the cut-off is in neither: the next day settles it.
+STEPS = ("settle", "credit", "seal", "clear")
 
 
 @dataclass
@@ -72,14 +73,15 @@ def _done(conn: Connection, business_date: date, step: str) -> dict[str, Any] | 
 def _step_fn(step: str, cfg: ClearingConfig, signer: Signer, business_date: date
              ) -> Callable[[Connection, datetime], dict[str, Any]]:
     def credit_day(conn: Connection, now: datetime) -> dict[str, Any]:
-        # Posted now, not back-dated to before the cut-off: a repayment from receipts lands
-        # after any payment already made past the cut-off, so the log and every statement keep
-        # time order, and settlement nets it with the day whose postings it follows (this day
-        # when nothing came in late, else the next).
-        return dict(credit.run_end_of_day(conn, business_date, now=now, tz=cfg.timezone))
+        # Posted now, after the cut-off, so the log and every statement keep time order; the
+        # repayment moves money within merchant_available, which settlement does not net.
+        held = credit.receipts_holdback(conn, business_date, _settled(conn, business_date))
+        return dict(credit.run_end_of_day(conn, business_date, now=now, tz=cfg.timezone,
+                                          cutoff=cfg.cutoff, held=held))
 
     def settle(conn: Connection, now: datetime) -> dict[str, Any]:
-        return asdict(settlement.settle_merchants(conn, now, cfg, business_date))
+        return asdict(settlement.settle_merchants(conn, now, cfg, business_date,
+                                                  holdback=credit.receipts_holdback))
 
     def seal(conn: Connection, now: datetime) -> dict[str, Any]:
         head = log.seal_day(conn, now, business_date, cfg.day_end(business_date), signer)
@@ -93,6 +95,14 @@ def _step_fn(step: str, cfg: ClearingConfig, signer: Signer, business_date: date
                                  head.tree_size)
 
     return {"credit": credit_day, "settle": settle, "seal": seal, "clear": clear}[step]
+
+
+def _settled(conn: Connection, business_date: date) -> dict[tuple[str, str], int]:
+    """What settlement moved to each merchant's available balance on this run."""
+    t = s.settlements
+    return {(r.merchant_id, r.currency): int(r.amount) for r in conn.execute(
+        select(t.c.merchant_id, t.c.currency, t.c.amount).where(
+            t.c.business_date == business_date))}
 
 
 def run_end_of_day(engine: Engine, business_date: date, *, clock: Clock | None = None,

@@ -90,8 +90,8 @@ settlements = Table(
     Column("to_seq", BigInteger, nullable=False),
     Column("institution_id", String(32), nullable=False),
     Column("entry_id", BigInteger, nullable=False),
-    Column("payout_entry_id", BigInteger, nullable=False),
-    Column("status", String(10), nullable=False),  # instructed
+    Column("payout_entry_id", BigInteger, nullable=True),  # none when a loan held it all
+    Column("status", String(10), nullable=False),  # instructed, to_loan (a loan took it all)
     Column("created_at", Timestamp, nullable=False),
     # Where this settlement debited merchant_pending, and whether a later settlement has netted
     # past that posting yet (0: not yet), so settlement finds the open ones without a scan.

@@ -11,15 +11,21 @@ range are added back, since they already paid out money that came before (a sett
 ``netted`` once a watermark passes its posting, so the open ones are found without a scan).
 
 Postings dated after the cut-off normally wait for the next day; entries whose code is in
-``eod_codes`` (loan repayments from receipts, posted by end of day before settlement) count
-with the day they are posted for. A net that is zero advances the watermark; a negative net
-(refunds over receipts) waits until receipts cover it.
+``eod_codes`` (loan repayments from receipts, when the credit end of day ran on its own before
+settlement) count with the day they are posted for. A net that is zero advances the watermark;
+a negative net (refunds over receipts) waits until receipts cover it.
+
+Loans repaid from receipts: ``holdback`` (the credit context's ``receipts_holdback``) says how
+much of each merchant's settled net stays in ``merchant_available`` for its loan; the payout is
+the rest (none when nothing is left: no payout entry and no instruction). The credit end of day,
+which runs next, takes the held amount as the repayment.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -37,6 +43,7 @@ from lianjie.payments import PartyKind, account_id
 SETTLEMENT_CODE = "settlement"
 PAYOUT_CODE = "payout"
 LOOKUP_CHUNK = 500
+Holdback = Callable[[Connection, date, Mapping[tuple[str, str], int]], dict[tuple[str, str], int]]
 
 
 @dataclass
@@ -57,6 +64,7 @@ class _Due:
     net: int
     delay_days: int
     institution_id: str | None
+    held: int = 0  # of ``net``, kept in merchant_available for a loan
 
 
 def window(cfg: ClearingConfig, business_date: date, delay_days: int) -> tuple[date, date]:
@@ -195,13 +203,13 @@ def default_institution(conn: Connection, cfg: ClearingConfig) -> str | None:
 
 
 def settle_merchants(conn: Connection, now: datetime, cfg: ClearingConfig,
-                     business_date: date) -> SettleReport:
+                     business_date: date, holdback: Holdback | None = None) -> SettleReport:
     """Settle every merchant due on ``business_date``; problems are collected, not raised."""
     report = SettleReport()
     fallback = default_institution(conn, cfg)
     plans: list[_Plan] = []
     advance: list[_Due] = []
-    due = due_settlements(conn, cfg, business_date)
+    due = _held(conn, business_date, due_settlements(conn, cfg, business_date), holdback)
     ids = _account_ids(conn, due, fallback)
     for d in due:
         if d.net < 0:
@@ -216,18 +224,19 @@ def settle_merchants(conn: Connection, now: datetime, cfg: ClearingConfig,
                                     "merchant_id": d.merchant_id})
             continue
         plans.append(_plan(conn, ids, d, institution, business_date))
-    done: list[tuple[_Plan, int, int]] = []
+    done: list[tuple[_Plan, int, int | None]] = []
     for i in range(0, len(plans), BATCH_ENTRIES_MAX // 2):
         batch = plans[i:i + BATCH_ENTRIES_MAX // 2]
-        results = ledger.create_entries(conn, now, [e for p in batch for e in p[3:]])
-        for j, plan in enumerate(batch):
-            first, second = results[2 * j], results[2 * j + 1]
-            if first.error is not None or second.error is not None:
-                report.problems.append({"code": str(first.error or second.error),
+        results = iter(ledger.create_entries(conn, now, [e for p in batch for e in p[3]]))
+        for plan in batch:
+            got = [next(results) for _ in plan[3]]
+            failed = [r.error for r in got if r.error is not None]
+            if failed:
+                report.problems.append({"code": str(failed[0]),
                                         "merchant_id": plan[0].merchant_id})
                 continue
-            assert first.entry_id is not None and second.entry_id is not None
-            done.append((plan, first.entry_id, second.entry_id))
+            assert all(r.entry_id is not None for r in got)
+            done.append((plan, got[0].entry_id or 0, got[1].entry_id if len(got) > 1 else None))
             advance.append(plan[0])
             report.settled += 1
             report.amount += plan[0].net
@@ -236,7 +245,21 @@ def settle_merchants(conn: Connection, now: datetime, cfg: ClearingConfig,
     return report
 
 
-_Plan = tuple[_Due, str, str, Entry, Entry]
+def _held(conn: Connection, business_date: date, dues: list[_Due],
+          holdback: Holdback | None) -> list[_Due]:
+    if holdback is None:
+        return dues
+    held = holdback(conn, business_date, {(d.merchant_id, d.currency): d.net for d in dues
+                                          if d.net > 0})
+    out = []
+    for d in dues:
+        keep = held.get((d.merchant_id, d.currency), 0)
+        assert 0 <= keep <= max(d.net, 0), "a loan holds back at most what is settled"
+        out.append(replace(d, held=keep) if keep else d)
+    return out
+
+
+_Plan = tuple[_Due, str, str, tuple[Entry, ...]]
 
 
 def _account_ids(conn: Connection, dues: list[_Due], fallback: str | None
@@ -272,33 +295,42 @@ def _plan(conn: Connection, ids: dict[tuple[str, str, str], int], due: _Due, ins
     bank = acc(institution, Purpose.INSTITUTION_SETTLEMENT)
     sid = new_id("stl")
     day = business_date.isoformat()
+    paid = due.net - due.held
     settle = Entry(key=f"settle:{due.merchant_id}:{due.currency}:{day}", code=SETTLEMENT_CODE,
-                   legs=(Leg(due.account_id, available, due.net),), memo=sid, linked=True)
+                   legs=(Leg(due.account_id, available, due.net),), memo=sid, linked=paid > 0)
+    if paid == 0:  # the loan holds back all of it: nothing to pay out
+        return due, sid, institution, (settle,)
     payout = Entry(key=f"payout:{due.merchant_id}:{due.currency}:{day}", code=PAYOUT_CODE,
-                   legs=(Leg(available, bank, due.net),), memo=sid)
-    return due, sid, institution, settle, payout
+                   legs=(Leg(available, bank, paid),), memo=sid)
+    return due, sid, institution, (settle, payout)
 
 
 def _record(conn: Connection, now: datetime, cfg: ClearingConfig, business_date: date,
-            done: list[tuple[_Plan, int, int]]) -> None:
-    """Settlement rows, payout instructions and events for the settled merchants, in bulk."""
+            done: list[tuple[_Plan, int, int | None]]) -> None:
+    """Settlement rows, payout instructions and events for the settled merchants, in bulk. A
+    settlement's ``amount`` is what left ``merchant_pending``; its payout (instruction and event)
+    is that less what was held back for a loan, and a settlement held back whole is ``to_loan``."""
     if not done:
         return
     settled, instructed, emitted = [], [], []
     seqs = _pending_seqs(conn, [entry_id for _, entry_id, _ in done])
-    for (due, sid, institution, _, _), entry_id, payout_id in done:
+    for (due, sid, institution, _), entry_id, payout_id in done:
         _, value_date = window(cfg, business_date, due.delay_days)
         settled.append({
             "id": sid, "merchant_id": due.merchant_id, "currency": due.currency,
             "business_date": business_date, "value_date": value_date, "amount": due.net,
             "from_seq": due.watermark + 1, "to_seq": due.bound, "institution_id": institution,
-            "entry_id": entry_id, "payout_entry_id": payout_id, "status": "instructed",
+            "entry_id": entry_id, "payout_entry_id": payout_id,
+            "status": "to_loan" if payout_id is None else "instructed",
             "created_at": now, "pending_account_id": due.account_id,
             "pending_seq": seqs[entry_id], "netted": 0})
+        if payout_id is None:
+            continue
+        paid = due.net - due.held
         suffix = sid.removeprefix("stl_")  # one random id per settlement; the rest derive
         instructed.append({
             "id": f"sti_{suffix}", "business_date": business_date, "kind": "merchant_payout",
-            "payer_id": institution, "payee_id": due.merchant_id, "amount": due.net,
+            "payer_id": institution, "payee_id": due.merchant_id, "amount": paid,
             "currency": due.currency, "value_date": value_date, "reference": sid,
             "status": "instructed", "created_at": now})
         emitted.append({
@@ -306,13 +338,14 @@ def _record(conn: Connection, now: datetime, cfg: ClearingConfig, business_date:
             "partition_key": due.merchant_id, "created_at": now,
             "payload": orjson.dumps({
                 "id": sid, "object": "settlement", "merchant_id": due.merchant_id,
-                "amount": due.net, "currency": due.currency,
+                "amount": paid, "held_for_loans": due.held, "currency": due.currency,
                 "business_date": business_date.isoformat(),
                 "value_date": value_date.isoformat(), "institution_id": institution}).decode()})
     conn.execute(s.settlements.insert(), settled)
-    conn.execute(s.instructions.insert(), instructed)
-    # the outbox rows events.emit would write, one statement for the whole run
-    conn.execute(events.outbox.insert(), emitted)
+    if instructed:
+        conn.execute(s.instructions.insert(), instructed)
+        # the outbox rows events.emit would write, one statement for the whole run
+        conn.execute(events.outbox.insert(), emitted)
 
 
 def _pending_seqs(conn: Connection, entry_ids: list[int]) -> dict[int, int]:

@@ -5,7 +5,8 @@ receipts, delinquency, write-off and recoveries.
 Money moves only through the ledger; each funder's share lives in ledger accounts it owns.
 """
 
-from lianjie.credit.eod import STEPS, require_day_over, run_end_of_day
+from lianjie.credit.daily import refresh as refresh_daily
+from lianjie.credit.eod import STEPS, receipts_holdback, require_day_over, run_end_of_day
 from lianjie.credit.features import FEATURES
 from lianjie.credit.features import compute as compute_features
 from lianjie.credit.features import for_merchant as merchant_features
@@ -35,6 +36,7 @@ from lianjie.credit.products import (
     list_products,
     require_product,
 )
+from lianjie.credit.vintage import vintage_curves
 
 __all__ = [
     "FEATURES",
@@ -59,10 +61,13 @@ __all__ = [
     "merchant_features",
     "owed",
     "position",
+    "receipts_holdback",
+    "refresh_daily",
     "require_application",
     "require_day_over",
     "require_loan",
     "require_product",
     "risk_review",
     "run_end_of_day",
+    "vintage_curves",
 ]

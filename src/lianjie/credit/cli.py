@@ -1,7 +1,8 @@
 """``lianjie credit ...``: end of day, features, training, reports and the portfolio simulator.
 
     lianjie credit eod --date 2026-03-01       run the credit end of day (idempotent)
-    lianjie credit features --out f.csv        features of every merchant (batch path)
+    lianjie credit features --out f.csv        features of every merchant (batch path; from the
+                                               daily aggregates, --rebuild to rebuild them first)
     lianjie credit train --csv data.csv --target default [--register]
     lianjie credit report [--version N] --out report.html
     lianjie credit simulate --merchants 200 --days 240 --out loans.csv [--http]
@@ -38,10 +39,17 @@ def cmd_eod(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from lianjie.credit import compute_features
+    from lianjie.clock import to_us
+    from lianjie.committer import run_now
+    from lianjie.credit import compute_features, refresh_daily
+    from lianjie.credit.features import BUCKET_DAYS, BUCKETS, DAY_US
 
-    with _engine(args).connect() as conn:
-        frame = compute_features(conn, datetime.now(UTC))
+    now, engine = datetime.now(UTC), _engine(args)
+    if args.rebuild:  # the year's aggregates from the orders, e.g. after a bulk import
+        today = to_us(now) // DAY_US
+        run_now(engine, lambda c: refresh_daily(c, today - BUCKETS * BUCKET_DAYS - 1, today))
+    with engine.connect() as conn:
+        frame = compute_features(conn, now)
     frame.write_csv(args.out)
     print(f"{frame.height} merchants -> {args.out}")
     return 0
@@ -132,6 +140,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(fn=cmd_eod)
     p = cs.add_parser("features", help="compute every merchant's features to a CSV")
     p.add_argument("--out", default="features.csv")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild the daily aggregates for the year from the orders first")
     p.set_defaults(fn=cmd_features)
     p = cs.add_parser("train", help="train a WoE scorecard and a LightGBM challenger")
     p.add_argument("--csv", required=True, help="labelled CSV: a target and feature columns")

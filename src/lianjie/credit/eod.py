@@ -1,28 +1,47 @@
-"""The credit end-of-day job for one business day, run before merchant settlement.
+"""The credit end-of-day job for one business day.
 
 Steps, in order, each in its own transaction together with its row in ``credit_eod_steps``,
 so the job is idempotent (a finished step is skipped: running twice accrues once) and resumable
 (a crash rolls the unfinished step back, and the next run does it):
 
-1. ``receipts``: for loans whose product takes a share of daily receipts, that share of the
-   merchant's receipts of the day (paid orders net of fee, less the day's refunds net of the fee
-   returned), capped at what is owed and at the merchant's pending balance, is taken from
-   ``merchant_pending`` as a repayment.
+1. ``receipts``: for loans whose product takes a share of daily receipts, that share is taken
+   as a repayment, capped at what is owed. Where it comes from depends on who runs the day:
+
+   - inside the clearing end of day (``held`` given), settlement has already run for the day
+     and moved the merchant's settled net from ``merchant_pending`` to ``merchant_available``,
+     paying out all but what ``receipts_holdback`` computed for the loan; the repayment takes
+     that held amount from ``merchant_available``, capped at what is available. A payment after
+     the cut-off is in neither: it waits in pending for the next day's settlement.
+   - on its own (``held`` is None: deployments and tests that run credit without clearing),
+     the share of the business day's receipts (paid orders net of fee, less refunds net of the
+     fee returned, in the window the cut-off bounds) is taken from ``merchant_pending``, capped
+     at the pending balance; clearing, if it runs later, nets those entries with the day
+     (``ClearingConfig.eod_codes``).
 2. ``accrue``: one day of Actual/365 interest on every active loan's outstanding principal,
    set-based in SQL; the day's total per currency is split between funders with ``allocate``
    (weights: each funder's share of each loan's interest) and booked as one ledger entry.
-3. ``delinquency``: days past due for every active loan (set-based); for loans in arrears,
+3. ``delinquency``: days past due for every active loan (set-based), and the day a loan first
+   reaches ``VINTAGE_DPD`` (what vintage curves read); for loans in arrears,
    penalty interest on the overdue amount and, on the first day in arrears, the late fee.
 4. ``write_off``: loans at or past their product's ``writeoff_dpd`` are written off.
-5. ``expire_offers``: offers past their expiry free the merchant to apply again.
+5. ``daily``: the per merchant and day aggregates batch features read are rebuilt for the days
+   around this one and for earlier days of orders refunded in them (``lianjie.credit.daily``).
+6. ``expire_offers``: offers past their expiry free the merchant to apply again.
 
-Days not yet run before ``business_day`` are run first, in order (at most ``CATCH_UP_DAYS_MAX``).
+Days not yet run before ``business_day`` are run first, in order (at most ``CATCH_UP_DAYS_MAX``);
+their receipts come only from the standalone path's window when ``held`` is None, and are
+nothing otherwise (each of those days' settlements belonged to that day's own run).
+
+A business day ends at the cut-off (``timezone`` and ``cutoff``, the same settings as
+``ClearingConfig``): with a 18:00 cut-off, the business day D runs from 18:00 on D-1 to 18:00
+on D, local time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import Any
@@ -31,10 +50,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, func, select, text
 
 from lianjie import ledger
-from lianjie.clock import to_us
+from lianjie.clock import business_day_end, to_us
 from lianjie.committer import run_now
+from lianjie.credit import daily, schedule
 from lianjie.credit import loans as L
-from lianjie.credit import schedule
 from lianjie.credit.funding import account, post_legs
 from lianjie.credit.schema import applications, eod_steps, loans
 from lianjie.errors import DomainError, ErrorCode
@@ -42,17 +61,22 @@ from lianjie.ledger import Leg, Purpose
 from lianjie.money import allocate
 
 _UTC = ZoneInfo("UTC")
-STEPS = ("receipts", "accrue", "delinquency", "write_off", "expire_offers")
+STEPS = ("receipts", "accrue", "delinquency", "write_off", "daily", "expire_offers")
 CATCH_UP_DAYS_MAX = 400
+VINTAGE_DPD = 30  # vintage curves count principal of loans once this many days past due
 DAY_US = 86_400 * 1_000_000
 # An order is paid within its expiry, at most this long after it was created (PaymentsConfig).
 ORDER_AGE_US_MAX = 7 * DAY_US
 Runner = Callable[[Callable[[Connection], Any]], Any]
 
 
-def require_day_over(business_date: date, now: datetime, tz: str = "Asia/Shanghai") -> None:
-    """Refuse to close a business day (midnight to midnight in ``tz``) before it has ended."""
-    end = datetime.combine(business_date + timedelta(days=1), time(0), tzinfo=ZoneInfo(tz))
+Held = Mapping[tuple[str, str], int]  # (merchant, currency) -> settled and held for loans
+
+
+def require_day_over(business_date: date, now: datetime, tz: str = "Asia/Shanghai",
+                     cutoff: time = time(0)) -> None:
+    """Refuse to close a business day before its cut-off has passed."""
+    end = business_day_end(business_date, tz, cutoff)
     if now < end:
         raise DomainError(ErrorCode.BUSINESS_DAY_NOT_OVER,
                           f"business day {business_date} ends at {end.isoformat()}",
@@ -61,15 +85,17 @@ def require_day_over(business_date: date, now: datetime, tz: str = "Asia/Shangha
 
 def run_end_of_day(target: Engine | Connection, business_date: date, *,
                    now: datetime | None = None, runner: Runner | None = None,
-                   tz: str = "Asia/Shanghai") -> dict[str, int]:
+                   tz: str = "Asia/Shanghai", cutoff: time = time(0),
+                   held: Held | None = None) -> dict[str, int]:
     """Run every unfinished step of every unfinished day up to ``business_date``.
 
     ``target`` is an engine (each step in its own transaction) or a connection already in a
-    transaction (everything in it). ``tz`` is the time zone whose calendar day bounds a day's
-    receipts. Returns items done per step for ``business_date`` (-1: already done)."""
+    transaction (everything in it). ``tz`` and ``cutoff`` bound a business day. ``held``: what
+    settlement held back for loans today (see the module docstring); None when credit runs on
+    its own. Returns items done per step for ``business_date`` (-1: already done)."""
     day = schedule.day_of(business_date)
     zone = ZoneInfo(tz)
-    when = now or datetime.combine(business_date, time(23, 59, 59), tzinfo=zone)
+    when = now or business_day_end(business_date, tz, cutoff) - timedelta(seconds=1)
 
     def run(unit: Callable[[Connection], Any]) -> Any:
         if runner is not None:
@@ -81,8 +107,9 @@ def run_end_of_day(target: Engine | Connection, business_date: date, *,
     first = min(day, run(lambda c: _first_day(c, day)))
     done: dict[str, int] = {}
     for d in range(max(first, day - CATCH_UP_DAYS_MAX), day + 1):
+        source = _Receipts(tz, cutoff, None if held is None else held if d == day else {})
         for step in STEPS:
-            n: int = run(partial(_step, now=when, day=d, step=step, zone=zone))
+            n: int = run(partial(_step, now=when, day=d, step=step, zone=zone, source=source))
             if d == day:
                 done[step] = n
     return done
@@ -97,19 +124,55 @@ def _first_day(conn: Connection, day: int) -> int:
     return day if first_loan is None else min(day, int(first_loan))
 
 
-def _step(conn: Connection, *, now: datetime, day: int, step: str,
-          zone: ZoneInfo = _UTC) -> int:
+@dataclass(frozen=True, slots=True)
+class _Receipts:
+    """Where a day's repayments from receipts come from (see the module docstring)."""
+    tz: str
+    cutoff: time
+    held: Held | None
+
+
+def _step(conn: Connection, *, now: datetime, day: int, step: str, zone: ZoneInfo,
+          source: _Receipts) -> int:
     t = eod_steps
     if conn.execute(select(t.c["items"]).where(t.c.business_day == day, t.c.step == step)
                     ).first() is not None:
         return -1
-    n = _STEP_FNS[step](conn, now.astimezone(zone), day)
+    local = now.astimezone(zone)
+    n = _receipts(conn, local, day, source) if step == "receipts" else \
+        _STEP_FNS[step](conn, local, day)
     conn.execute(t.insert().values(business_day=day, step=step, items=n, finished_at=now))
     return n
 
 
-def _receipts(conn: Connection, now: datetime, day: int) -> int:
-    start = to_us(datetime.combine(schedule.date_of(day), time(0), tzinfo=now.tzinfo))
+_RECEIPT_LOANS = (
+    "SELECT l.id, l.merchant_id, l.currency, p.receipt_share_bps, "
+    "  l.principal_outstanding + l.interest_unpaid + l.penalty_unpaid + l.fee_unpaid "
+    "FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
+    "WHERE l.status = 'active' AND p.receipt_share_bps > 0 AND l.disbursed_day <= :day "
+    "ORDER BY l.id")
+
+
+def receipts_holdback(conn: Connection, business_date: date, settled: Held) -> dict[
+        tuple[str, str], int]:
+    """What settlement should hold back in ``merchant_available`` for loans, per (merchant,
+    currency), out of the net it settles today: each active loan's product share of it, capped
+    at what the loan owes. The credit end of day then takes it (``held``)."""
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    rows = conn.execute(text(_RECEIPT_LOANS), {"day": schedule.day_of(business_date)}).all()
+    for _, merchant_id, cur, share_bps, owing in rows:
+        net = settled.get((merchant_id, cur), 0)
+        take = min(max(net, 0) * int(share_bps) // 10_000, int(owing))
+        if take > 0:
+            out[(merchant_id, cur)] += take
+    return dict(out)
+
+
+def _receipts(conn: Connection, now: datetime, day: int, source: _Receipts) -> int:
+    if source.held is not None:
+        return _receipts_held(conn, now, day, source.held)
+    end = to_us(business_day_end(schedule.date_of(day), source.tz, source.cutoff))
+    start = to_us(business_day_end(schedule.date_of(day - 1), source.tz, source.cutoff))
     rows = conn.execute(text(
         "SELECT l.id, l.merchant_id, l.currency, p.receipt_share_bps, "
         "  (SELECT COALESCE(SUM(o.amount - o.fee_amount), 0) FROM payment_orders o "
@@ -121,19 +184,42 @@ def _receipts(conn: Connection, now: datetime, day: int) -> int:
         "   AND r.created_at < :end) AS receipts "
         "FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
         "WHERE l.status = 'active' AND p.receipt_share_bps > 0 AND l.disbursed_day <= :day "
-        "ORDER BY l.id"), {"start": start, "end": start + DAY_US, "day": day,
+        "ORDER BY l.id"), {"start": start, "end": end, "day": day,
                            "created": start - ORDER_AGE_US_MAX}).all()
     n = 0
     for loan_id, merchant_id, cur, share_bps, receipts in rows:
-        pending = account(conn, now, merchant_id, Purpose.MERCHANT_PENDING, cur)
-        balance = ledger.require_account(conn, pending).available
-        loan = L.require_loan(conn, loan_id)
-        take = min(max(int(receipts), 0) * share_bps // 10_000, L.owed(loan), max(balance, 0))
-        if take > 0:
-            L.apply_repayment(conn, now, loan_id, take, source="receipts",
-                              debit_account=pending, key=f"credit:receipts:{loan_id}:{day}")
-            n += 1
+        share = max(int(receipts), 0) * share_bps // 10_000
+        n += _take(conn, now, day, loan_id, share, Purpose.MERCHANT_PENDING, merchant_id,
+                   cur) > 0
     return n
+
+
+def _receipts_held(conn: Connection, now: datetime, day: int, held: Held) -> int:
+    """Take what settlement held back for each merchant's loans from ``merchant_available``."""
+    left = dict(held)
+    n = 0
+    for loan_id, merchant_id, cur, _, _ in conn.execute(text(_RECEIPT_LOANS), {"day": day}).all():
+        want = left.get((merchant_id, cur), 0)
+        took = _take(conn, now, day, loan_id, want, Purpose.MERCHANT_AVAILABLE, merchant_id, cur)
+        left[(merchant_id, cur)] = want - took
+        n += took > 0
+    return n
+
+
+def _take(conn: Connection, now: datetime, day: int, loan_id: str, want: int, purpose: Purpose,
+          merchant_id: str, cur: str) -> int:
+    """Repay up to ``want`` of the loan from the merchant's ``purpose`` account, capped at what
+    is owed and at the account's available balance; returns what was taken."""
+    if want <= 0:
+        return 0
+    debit = account(conn, now, merchant_id, purpose, cur)
+    balance = ledger.require_account(conn, debit).available
+    take = min(want, L.owed(L.require_loan(conn, loan_id)), max(balance, 0))
+    if take <= 0:
+        return 0
+    L.apply_repayment(conn, now, loan_id, take, source="receipts", debit_account=debit,
+                      key=f"credit:receipts:{loan_id}:{day}")
+    return take
 
 
 _LOAN = "credit_loans"
@@ -188,6 +274,8 @@ def _delinquency(conn: Connection, now: datetime, day: int) -> int:
         f"UPDATE {_LOAN} SET dpd = CASE WHEN unpaid_since_day IS NOT NULL AND "
         "unpaid_since_day < :day THEN :day - unpaid_since_day ELSE 0 END "
         "WHERE status = 'active'"), {"day": day})
+    conn.execute(text(f"UPDATE {_LOAN} SET dpd30_day = :day WHERE status = 'active' "
+                      f"AND dpd >= {VINTAGE_DPD} AND dpd30_day IS NULL"), {"day": day})
     where = f"{_LOAN}.status = 'active' AND {_LOAN}.dpd > 0"
     _book_set(conn, now, day, "penalty", _PENALTY, where, Purpose.PENALTY_RECEIVABLE,
               Purpose.PENALTY_INCOME)
@@ -216,7 +304,11 @@ def _expire_offers(conn: Connection, now: datetime, day: int) -> int:
         .values(status="expired", open_key=None)).rowcount)
 
 
+def _daily(conn: Connection, now: datetime, day: int) -> int:
+    return daily.refresh(conn, *daily.refresh_window(now, day))
+
+
 _STEP_FNS: dict[str, Callable[[Connection, datetime, int], int]] = {
-    "receipts": _receipts, "accrue": _accrue, "delinquency": _delinquency,
-    "write_off": _write_off, "expire_offers": _expire_offers,
+    "accrue": _accrue, "delinquency": _delinquency,
+    "write_off": _write_off, "daily": _daily, "expire_offers": _expire_offers,
 }

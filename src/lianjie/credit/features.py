@@ -1,10 +1,13 @@
 """Merchant features from payment history, for one merchant (the 310 decision) or all of them.
 
-Paid orders are aggregated per merchant and 30-day bucket (bucket 0 is the 30 days before
-``as_of``, up to bucket 11) and per payer, then one Polars function (``derive``) turns those few
-rows per merchant into features. For one merchant (the decision) the database aggregates
-through the ``(merchant_id, created_at)`` index; for every merchant (the batch path) the year's
-orders are streamed once and aggregated in Polars. A test holds the two paths equal.
+History is the ``BUCKETS`` x 30 whole UTC days before the day of ``as_of``. Paid orders are
+aggregated per merchant and 30-day bucket (bucket 0 is the 30 days before ``as_of``'s day, up
+to bucket 11) and per payer, then one Polars function (``derive``) turns those few rows per
+merchant into features. For one merchant (the decision) the database aggregates its orders
+through the ``(merchant_id, created_at)`` index; for every merchant (the batch path) it sums the
+per merchant and day aggregates the credit end of day keeps (``lianjie.credit.daily``:
+``credit_merchant_days``, and ``credit_payer_days`` for exact distinct and repeat payers), a
+few hundred rows per merchant whatever its takings. A test holds the two paths equal.
 
 Features (``FEATURES``): monthly takings and their growth and volatility, active days, distinct
 and repeat payers, average ticket, refund rate, tenure, history length, whether a service
@@ -13,7 +16,7 @@ provider onboarded the merchant, and a risk flag for a frozen merchant.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -22,119 +25,125 @@ from sqlalchemy import Connection, text
 from lianjie.clock import to_us
 
 BUCKETS = 12
-BUCKET_US = 30 * 86_400 * 1_000_000
 DAY_US = 86_400 * 1_000_000
+BUCKET_DAYS = 30
+# An order is paid within its expiry, at most this long after it was created (PaymentsConfig).
+ORDER_AGE_US_MAX = 7 * DAY_US
 FEATURES = (
     "takings_monthly_avg", "takings_growth", "takings_volatility", "active_days",
     "active_day_ratio", "distinct_payers", "repeat_payer_ratio", "avg_ticket", "refund_rate",
     "tenure_days", "history_days", "payments", "has_service_provider", "risk_flag",
 )
 
-_BUCKET_SQL = """
-SELECT merchant_id, (:as_of - paid_at) / :bucket_us AS bucket, SUM(amount) AS takings,
+
+def _wide(bucket: str, takings: str) -> str:
+    """One column of takings per 30-day bucket, summed in the same pass as the totals: the
+    database streams each merchant's rows in key order with nothing to sort."""
+    return ", ".join(f"SUM(CASE WHEN {bucket} = {b} THEN {takings} ELSE 0 END) AS t{b}"
+                     for b in range(BUCKETS))
+
+
+# One merchant's orders (the decision path), by the UTC day they were paid on.
+_ORDER_DAY = "(paid_at / :day_us)"
+_ORDER_SQL = f"""
+SELECT merchant_id, {_wide(f"((:last_day - {_ORDER_DAY}) / :bucket_days)", "amount")},
        COUNT(*) AS payments, SUM(refunded_amount) AS refunded,
-       COUNT(DISTINCT (paid_at / :day_us)) AS active_days, MIN(paid_at) AS first_paid
+       COUNT(DISTINCT {_ORDER_DAY}) AS active_days, MIN(paid_at) AS first_paid,
+       MIN({_ORDER_DAY}) AS first_day
 FROM payment_orders
-WHERE status = 'paid' AND created_at >= :since AND paid_at < :as_of {where}
-GROUP BY merchant_id, (:as_of - paid_at) / :bucket_us
+WHERE status = 'paid' AND created_at >= :created AND paid_at >= :lo AND paid_at < :hi {{where}}
+GROUP BY merchant_id
 """
-_PAYER_SQL = """
+_ORDER_PAYERS = """
 SELECT merchant_id, COUNT(*) AS distinct_payers,
        SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END) AS repeat_payers
-FROM (SELECT merchant_id, payer_id, COUNT(*) AS n FROM payment_orders
-      WHERE status = 'paid' AND created_at >= :since AND paid_at < :as_of {where}
-      GROUP BY merchant_id, payer_id) per_payer
+FROM (SELECT merchant_id, COALESCE(payer_id, '') AS payer, COUNT(*) AS n FROM payment_orders
+      WHERE status = 'paid' AND created_at >= :created AND paid_at >= :lo AND paid_at < :hi
+      {where} GROUP BY merchant_id, COALESCE(payer_id, '')) per_payer
+GROUP BY merchant_id
+"""
+# Every merchant (the batch path), from the daily aggregates: the same figures. ``+day`` keeps
+# SQLite on the primary key (merchant order) rather than the day index, as a whole year is read.
+_DAY_SQL = f"""
+SELECT merchant_id, {_wide("((:last_day - day) / :bucket_days)", "takings")},
+       SUM(payments) AS payments, SUM(refunded) AS refunded, COUNT(*) AS active_days,
+       MIN(first_paid) AS first_paid, MIN(day) AS first_day
+FROM credit_merchant_days WHERE +day >= :first_day AND +day <= :last_day
+GROUP BY merchant_id
+"""
+_DAY_PAYERS = """
+SELECT merchant_id, COUNT(*) AS distinct_payers,
+       SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END) AS repeat_payers
+FROM (SELECT merchant_id, payer_id, SUM(payments) AS n FROM credit_payer_days
+      WHERE +day >= :first_day AND +day <= :last_day GROUP BY merchant_id, payer_id) per_payer
 GROUP BY merchant_id
 """
 _PARTY_SQL = """
 SELECT id AS merchant_id, created_at, parent_id, status FROM parties
 WHERE kind = 'merchant' {where}
 """
+_BUCKET_SCHEMA: dict[str, Any] = {
+    "merchant_id": pl.String, **{f"t{b}": pl.Int64 for b in range(BUCKETS)},
+    "payments": pl.Int64, "refunded": pl.Int64, "active_days": pl.Int64,
+    "first_paid": pl.Int64, "first_day": pl.Int64}
+_PAYER_SCHEMA: dict[str, Any] = {
+    "merchant_id": pl.String, "distinct_payers": pl.Int64, "repeat_payers": pl.Int64}
+_PARTY_SCHEMA: dict[str, Any] = {"merchant_id": pl.String, "created_at": pl.Int64,
+                                 "parent_id": pl.String, "status": pl.String}
+FETCH_ROWS = 200_000
 
 
 def compute(conn: Connection, as_of: datetime, merchant_ids: list[str] | None = None
             ) -> pl.DataFrame:
-    """One row per merchant with ``FEATURES`` as of ``as_of`` (a year of history)."""
-    since = as_of - timedelta(days=BUCKETS * 30)
-    params: dict[str, Any] = {"as_of": to_us(as_of), "since": to_us(since),
-                              "bucket_us": BUCKET_US, "day_us": DAY_US}
-    where = ""
-    if merchant_ids is not None:
-        assert merchant_ids and len(merchant_ids) <= 1000
-        names = [f"m{i}" for i in range(len(merchant_ids))]
-        params.update(zip(names, merchant_ids, strict=True))
-        where = "AND merchant_id IN (" + ", ".join(f":{n}" for n in names) + ")"
+    """One row per merchant with ``FEATURES`` as of ``as_of`` (a year of whole days)."""
+    last_day = to_us(as_of) // DAY_US - 1
+    first_day = last_day - BUCKETS * BUCKET_DAYS + 1
+    lo, hi = first_day * DAY_US, (last_day + 1) * DAY_US
+    params: dict[str, Any] = {"last_day": last_day, "first_day": first_day, "lo": lo, "hi": hi,
+                              "created": lo - ORDER_AGE_US_MAX, "day_us": DAY_US,
+                              "bucket_days": BUCKET_DAYS}
     if merchant_ids is None:
-        buckets, payers = _aggregate_columnar(conn, params)
+        buckets = _frame(conn, _DAY_SQL, params, _BUCKET_SCHEMA)
+        payers = _frame(conn, _DAY_PAYERS, params, _PAYER_SCHEMA)
         party = _frame(conn, _PARTY_SQL.format(where=""), params, _PARTY_SCHEMA)
-        return derive(buckets, payers, party, to_us(as_of))
-    buckets = _frame(conn, _BUCKET_SQL.format(where=where), params, {
-        "merchant_id": pl.String, "bucket": pl.Int64, "takings": pl.Int64,
-        "payments": pl.Int64, "refunded": pl.Int64, "active_days": pl.Int64,
-        "first_paid": pl.Int64})
-    payers = _frame(conn, _PAYER_SQL.format(where=where), params, {
-        "merchant_id": pl.String, "distinct_payers": pl.Int64, "repeat_payers": pl.Int64})
+        return derive(buckets, payers, party, to_us(as_of), last_day)
+    assert merchant_ids and len(merchant_ids) <= 1000
+    names = [f"m{i}" for i in range(len(merchant_ids))]
+    params.update(zip(names, merchant_ids, strict=True))
+    where = "AND merchant_id IN (" + ", ".join(f":{n}" for n in names) + ")"
+    buckets = _frame(conn, _ORDER_SQL.format(where=where), params, _BUCKET_SCHEMA)
+    payers = _frame(conn, _ORDER_PAYERS.format(where=where), params, _PAYER_SCHEMA)
     party_where = where.replace("merchant_id IN", "id IN")
     party = _frame(conn, _PARTY_SQL.format(where=party_where), params, _PARTY_SCHEMA)
-    return derive(buckets, payers, party, to_us(as_of))
-
-
-_PARTY_SCHEMA: dict[str, Any] = {"merchant_id": pl.String, "created_at": pl.Int64,
-                                 "parent_id": pl.String, "status": pl.String}
-_RAW_SQL = """
-SELECT merchant_id, paid_at, amount, refunded_amount, payer_id FROM payment_orders
-WHERE status = 'paid' AND created_at >= :since AND paid_at < :as_of
-"""
-FETCH_ROWS = 200_000
-
-
-def _aggregate_columnar(conn: Connection, params: dict[str, Any]
-                        ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The batch path: stream the year's paid orders once, aggregate in Polars (columnar,
-    multi-threaded) instead of making the database sort them twice. Same frames as the SQL."""
-    schema = {"merchant_id": pl.String, "paid_at": pl.Int64, "amount": pl.Int64,
-              "refunded": pl.Int64, "payer_id": pl.String}
-    result = conn.execution_options(stream_results=True).execute(text(_RAW_SQL), params)
-    chunks = []
-    while rows := result.fetchmany(FETCH_ROWS):
-        chunks.append(pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row"))
-    raw = pl.concat(chunks) if chunks else pl.DataFrame(schema=schema)
-    raw = raw.with_columns(bucket=(params["as_of"] - pl.col("paid_at")) // params["bucket_us"],
-                           day=pl.col("paid_at") // params["day_us"])
-    buckets = raw.group_by("merchant_id", "bucket").agg(
-        takings=pl.col("amount").sum(), payments=pl.len().cast(pl.Int64),
-        refunded=pl.col("refunded").sum(), active_days=pl.col("day").n_unique().cast(pl.Int64),
-        first_paid=pl.col("paid_at").min())
-    payers = raw.group_by("merchant_id", "payer_id").agg(n=pl.len()).group_by(
-        "merchant_id").agg(distinct_payers=pl.len().cast(pl.Int64),
-                           repeat_payers=(pl.col("n") > 1).sum().cast(pl.Int64))
-    return buckets, payers
+    return derive(buckets, payers, party, to_us(as_of), last_day)
 
 
 def _frame(conn: Connection, sql: str, params: dict[str, Any],
            schema: dict[str, Any]) -> pl.DataFrame:
-    rows = conn.execute(text(sql), params).all()
-    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+    result = conn.execute(text(sql).execution_options(stream_results=True), params)
+    chunks = [pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+              for rows in iter(lambda: result.fetchmany(FETCH_ROWS), [])]
+    return pl.concat(chunks) if chunks else pl.DataFrame(schema=schema)
 
 
-def derive(buckets: pl.DataFrame, payers: pl.DataFrame, party: pl.DataFrame,
-           as_of_us: int) -> pl.DataFrame:
-    """The features from the aggregates (pure, columnar)."""
-    buckets = buckets.filter(pl.col("bucket") < BUCKETS)
-    per = buckets.group_by("merchant_id").agg(
-        takings=pl.col("takings").sum(), payments=pl.col("payments").sum(),
-        refunded=pl.col("refunded").sum(), active_days=pl.col("active_days").sum(),
-        first_paid=pl.col("first_paid").min(), months=pl.col("bucket").max() + 1,
-        recent=pl.col("takings").filter(pl.col("bucket") < 3).sum(),
-        before=pl.col("takings").filter((pl.col("bucket") >= 3) & (pl.col("bucket") < 6)).sum(),
-    )
-    # Volatility over every observed month, counting months without takings as zero.
-    grid = per.select("merchant_id", "months").with_columns(
-        bucket=pl.int_ranges(0, pl.col("months"))).explode("bucket")
-    monthly = grid.join(buckets.select("merchant_id", "bucket", "takings"),
-                        on=["merchant_id", "bucket"], how="left").fill_null(0)
-    vol = monthly.group_by("merchant_id").agg(
-        mean=pl.col("takings").mean(), std=pl.col("takings").std(ddof=0))
+def derive(per: pl.DataFrame, payers: pl.DataFrame, party: pl.DataFrame,
+           as_of_us: int, last_day: int) -> pl.DataFrame:
+    """The features from the aggregates (pure, columnar): ``per`` has one row per merchant with
+    its takings per bucket (``t0`` the latest) and totals, ``last_day`` is bucket 0's last day."""
+    t = [pl.col(f"t{b}") for b in range(BUCKETS)]
+    # Observed months reach back to the oldest bucket with takings; volatility is over every
+    # observed month, counting months without takings as zero.
+    per = per.with_columns(
+        takings=pl.sum_horizontal(t), recent=pl.sum_horizontal(t[:3]),
+        before=pl.sum_horizontal(t[3:6]),
+        months=(last_day - pl.col("first_day")) // BUCKET_DAYS + 1)
+    mean = pl.col("takings") / pl.col("months")
+    per = per.with_columns(mean=mean, std=(pl.sum_horizontal(
+        [pl.when(pl.col("months") > b).then((t[b] - mean) ** 2).otherwise(0.0)
+         for b in range(BUCKETS)]) / pl.col("months")).sqrt()).drop(
+        [f"t{b}" for b in range(BUCKETS)])
+    vol = per.select("merchant_id", "mean", "std")
+    per = per.drop("mean", "std")
     out = party.join(per, on="merchant_id", how="left").join(vol, on="merchant_id", how="left")
     out = out.join(payers, on="merchant_id", how="left").with_columns(
         has_sp=pl.col("parent_id").is_not_null()).drop("parent_id").fill_null(0)

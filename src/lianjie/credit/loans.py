@@ -448,12 +448,16 @@ def _check_funds(conn: Connection, account_id: int, amount: int) -> None:
 
 
 def do_write_off(conn: Connection, now: datetime, loan_id: str) -> dict[str, Any]:
-    """Write the loan off: each funder books its outstanding share as a credit loss."""
+    """Write the loan off: each funder books its outstanding share as a credit loss.
+
+    Afterwards nothing is outstanding or unpaid, on the loan row, on its funder rows and on the
+    funders' receivable accounts alike; what was is kept in the ``*_written_off`` columns."""
     loan = require_loan(conn, loan_id)
     if loan["status"] != "active":
         raise DomainError(ErrorCode.LOAN_NOT_ACTIVE, f"the loan is {loan['status']}", "id")
     cur, funders = loan["currency"], loan["funders"]
     ids, shares = [f["funder_id"] for f in funders], [f["share_bps"] for f in funders]
+    losses = {f["funder_id"]: f["principal_outstanding"] for f in funders}
     legs: list[Leg] = []
     for f in funders:
         if f["principal_outstanding"]:
@@ -467,18 +471,37 @@ def do_write_off(conn: Connection, now: datetime, loan_id: str) -> dict[str, Any
             continue
         for funder_id, piece in zip(ids, allocate(amount, shares), strict=True):
             if piece:
+                losses[funder_id] += piece
                 legs.append(Leg(account(conn, now, funder_id, Purpose.CREDIT_LOSS, cur),
                                 account(conn, now, funder_id, purpose, cur), piece))
     total = owed(loan)
+    assert sum(losses.values()) == total
     if legs:
         post_legs(conn, now, f"credit:writeoff:{loan_id}", "loan_write_off", legs, memo=loan_id)
-    conn.execute(loans.update().where(loans.c.id == loan_id).values(
-        status="written_off", written_off_day=schedule.day_of(now), written_off_amount=total))
-    conn.execute(applications.update().where(applications.c.id == loan["application_id"])
-                 .values(open_key=None))
+    _record_write_off(conn, now, loan, losses)
     events.emit(conn, now, "credit.loan.written_off", loan["merchant_id"],
                 {"id": loan_id, "amount": total})
     return require_loan(conn, loan_id)
+
+
+def _record_write_off(conn: Connection, now: datetime, loan: dict[str, Any],
+                      losses: dict[str, int]) -> None:
+    """Move the loan's outstanding parts, and each funder's, into their written-off columns
+    (``_release`` has already zeroed each funder's outstanding principal)."""
+    lf = loan_funders
+    for f in loan["funders"]:
+        conn.execute(lf.update().where(lf.c.loan_id == loan["id"],
+                                       lf.c.funder_id == f["funder_id"]).values(
+            principal_written_off=f["principal_outstanding"],
+            written_off_amount=losses[f["funder_id"]]))
+    conn.execute(loans.update().where(loans.c.id == loan["id"]).values(
+        status="written_off", written_off_day=schedule.day_of(now),
+        written_off_amount=owed(loan), principal_written_off=loan["principal_outstanding"],
+        interest_written_off=loan["interest_unpaid"],
+        penalty_written_off=loan["penalty_unpaid"], fee_written_off=loan["fee_unpaid"],
+        principal_outstanding=0, interest_unpaid=0, penalty_unpaid=0, fee_unpaid=0))
+    conn.execute(applications.update().where(applications.c.id == loan["application_id"])
+                 .values(open_key=None))
 
 
 def do_recover(conn: Connection, now: datetime, loan_id: str, amount: int, key: str,

@@ -10,11 +10,19 @@ calendar), so the end-of-day job can do date arithmetic set-based on both databa
 - ``credit_applications``: one per application with its synchronous decision and offer;
   ``open_key`` holds the merchant id while an offer or loan is open (unique: one at a time).
 - ``credit_loans``: a loan's state (outstanding amounts, accrual and delinquency state);
-  ``credit_loan_funders``: each funder's share and outstanding principal of that loan;
+  ``credit_loan_funders``: each funder's share and outstanding principal of that loan. A
+  write-off moves what was outstanding or unpaid into the ``*_written_off`` columns (the loan's
+  per part, each funder's principal and total loss), so outstanding figures are zero on both
+  the loan and its funder rows, as on the funders' ledger accounts, and losses stay reportable;
   ``credit_instalments``: its schedule.
 - ``credit_repayments``: one per repayment (manual, from receipts, or a recovery), keyed.
 - ``credit_eod_steps``: which end-of-day steps finished for which business day.
 - ``credit_models``: the model registry (versioned scorecards and challengers).
+- ``credit_merchant_days``: per merchant and UTC day, its paid orders' count, takings, refunded
+  amount and first payment time; ``credit_payer_days``: per merchant, UTC day and payer, that
+  payer's paid orders (distinct and repeat payers over any window of days are exact from it).
+  The credit end of day keeps both up to date (``lianjie.credit.daily``); batch features read
+  them instead of every order.
 """
 
 from __future__ import annotations
@@ -120,8 +128,13 @@ loans = Table(
     Column("accrued_through_day", Integer, nullable=False),
     Column("unpaid_since_day", Integer, nullable=True),  # due day of the first unpaid instalment
     Column("dpd", Integer, nullable=False),
+    Column("dpd30_day", Integer, nullable=True),  # the first day it was 30+ days past due
     Column("written_off_day", Integer, nullable=True),
     Column("written_off_amount", BigInteger, nullable=False),
+    Column("principal_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("interest_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("penalty_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("fee_written_off", BigInteger, nullable=False, server_default="0"),
     Column("recovered_amount", BigInteger, nullable=False),
     Column("entry_id", BigInteger, nullable=False),
     Column("created_at", Timestamp, nullable=False),
@@ -136,6 +149,8 @@ loan_funders = Table(
     Column("share_bps", Integer, nullable=False),
     Column("principal", BigInteger, nullable=False),
     Column("principal_outstanding", BigInteger, nullable=False),
+    Column("principal_written_off", BigInteger, nullable=False, server_default="0"),
+    Column("written_off_amount", BigInteger, nullable=False, server_default="0"),
     Index("ix_credit_loan_funders_funder", "funder_id"),
 )
 
@@ -187,4 +202,29 @@ models = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     UniqueConstraint("name", "version"),
+)
+
+merchant_days = Table(
+    "credit_merchant_days",
+    metadata,
+    Column("merchant_id", String(32), primary_key=True),
+    Column("day", Integer, primary_key=True),  # paid_at's UTC day number
+    Column("payments", BigInteger, nullable=False),
+    Column("takings", BigInteger, nullable=False),
+    Column("refunded", BigInteger, nullable=False),
+    Column("first_paid", Timestamp, nullable=False),
+    Index("ix_credit_merchant_days_day", "day"),  # the end of day rebuilds days for everyone
+    sqlite_with_rowid=False,  # rows live in key order: a batch read is one sequential scan
+)
+
+payer_days = Table(
+    "credit_payer_days",
+    metadata,
+    # Keyed by payer before day: batch features group by (merchant, payer) along the key.
+    Column("merchant_id", String(32), primary_key=True),
+    Column("payer_id", String(32), primary_key=True),  # '' for an order without a payer
+    Column("day", Integer, primary_key=True),
+    Column("payments", BigInteger, nullable=False),
+    Index("ix_credit_payer_days_day", "day"),
+    sqlite_with_rowid=False,
 )

@@ -153,6 +153,7 @@ i18n.add_messages({
     "status.not_run": ("not run", "未执行"),
     "status.instructed": ("instructed", "已指令"),
     "status.held": ("held", "已暂停"),
+    "status.to_loan": ("to loan", "用于还贷"),
     "status.within_cap": ("within cap", "未超上限"),
     "status.cap_exceeded": ("cap exceeded", "超出上限"),
     "status.resolved": ("resolved", "已处理"),

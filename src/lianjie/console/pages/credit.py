@@ -19,7 +19,7 @@ from lianjie.console import i18n
 from lianjie.console.charts import major, series
 from lianjie.console.operators import ALL_ROLES, ConsoleRole, Operator
 from lianjie.console.registry import Page, register
-from lianjie.console.web import PREFIX, act, guard, read_form, render
+from lianjie.console.web import PREFIX, act, guard, language, read_form, render
 from lianjie.credit import schedule
 from lianjie.credit import schema as credit_schema
 from lianjie.credit.loans import DPD_BUCKETS
@@ -52,6 +52,7 @@ i18n.add_messages({
     "crd.interest_paid": ("Interest received", "已收利息"),
     "crd.penalty_paid": ("Penalties received", "已收罚息"),
     "crd.loss": ("Loss", "损失"),
+    "crd.written_off": ("Written off", "已核销"),
     "crd.schedule": ("Schedule", "还款计划"),
     "crd.seq": ("#", "期次"),
     "crd.due": ("Due", "到期日"),
@@ -68,14 +69,15 @@ i18n.add_messages({
 
 
 def _shares(loan: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each funder's part of the loan: principal by its funding, income and loss by share."""
+    """Each funder's part of the loan: principal by its funding, income by share, and the loss
+    it booked at write-off (exact: the funder row records it)."""
     out = []
     for f in loan["funders"]:
         share = int(f["share_bps"])
         out.append({**f, "share_pct": share / 100,
                     "interest_paid": loan["interest_paid"] * share // 10_000,
                     "penalty_paid": loan["penalty_paid"] * share // 10_000,
-                    "loss": loan["written_off_amount"] * share // 10_000})
+                    "loss": f["written_off_amount"]})
     return out
 
 
@@ -221,6 +223,11 @@ i18n.add_messages({
     "crd.count": ("Loans", "笔数"),
     "crd.products": ("Products", "产品"),
     "crd.name": ("Name", "名称"),
+    "crd.vintages": ("Vintage curves: share of principal 30+ days past due or written off, "
+                     "by month on book",
+                     "账龄曲线：各放款月份逾期30天以上或已核销的本金占比（按账龄月）"),
+    "crd.vintage": ("Vintage", "放款月份"),
+    "crd.mob": ("MOB {n}", "第{n}月"),
 })
 
 
@@ -234,8 +241,10 @@ def _portfolio(conn: Connection) -> dict[str, Any]:
         name = credit.bucket(int(r.dpd))
         count[name] += 1
         outstanding[name] += int(r.principal_outstanding)
+    vintages = credit.vintage_curves(conn)
     return {"buckets": [{"bucket": b, "count": count[b], "outstanding": outstanding[b]}
-                        for b in BUCKETS], "products": list_products(conn)}
+                        for b in BUCKETS], "products": list_products(conn),
+            "vintages": vintages, "mobs": max((len(v["curve"]) for v in vintages), default=0)}
 
 
 @PORTFOLIO.router.get("/portfolio")
@@ -248,4 +257,8 @@ async def portfolio(request: Request, op: PortfolioViewer) -> Response:
 async def portfolio_chart(request: Request, op: PortfolioViewer) -> Response:
     data = await runtime(request).read(_portfolio)
     chart = series(BUCKETS, outstanding=[major(b["outstanding"]) for b in data["buckets"]])
-    return JSONResponse({"charts": {"credit_buckets": chart}})
+    lang = language(request)
+    mobs = [i18n.translate(lang, "crd.mob", n=n) for n in range(1, data["mobs"] + 1)]
+    vintages = series(mobs, **{v["vintage"]: [round(x * 100, 2) for x in v["curve"]]
+                               for v in data["vintages"]})
+    return JSONResponse({"charts": {"credit_buckets": chart, "credit_vintages": vintages}})
