@@ -79,7 +79,8 @@ async def create_order(body: OrderIn, request: Request, rt: RT, p: Caller) -> Re
         order = pay.do_create_order(conn, rt.clock.now(), rt.cfg, merchant.id,
                                     out_trade_no=body.out_trade_no, amount=body.amount,
                                     currency_code=body.currency, description=body.description,
-                                    expires_in_s=body.expires_in_s, store_id=body.store_id)
+                                    expires_in_s=body.expires_in_s, store_id=body.store_id,
+                                    merchant=merchant)
         return 201, views.order(order, rt.cfg)
 
     return await rt.mutate(request, p, action)
