@@ -288,6 +288,20 @@ def assert_error(r: httpx.Response, status: int, code: str, param: Any = ANY_PAR
     return err
 
 
+def serve_in_thread(app: Any, port: int, *, lifespan: str
+                    ) -> tuple[uvicorn.Server, threading.Thread]:
+    """A uvicorn server for ``app`` on ``port`` in a daemon thread, once it accepts."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           lifespan=lifespan))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    return server, thread
+
+
 @pytest.fixture
 def api(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     monkeypatch.setenv("LIANJIE_HOME", str(tmp_path / "home"))
@@ -297,14 +311,7 @@ def api(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     rt = make_runtime(engine, clock=clock,
                       cfg=PaymentsConfig(base_url=f"http://127.0.0.1:{port}"))
     app = create_app(rt, background=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
+    server, thread = serve_in_thread(app, port, lifespan="on")
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
     try:
         yield Api(f"http://127.0.0.1:{port}", key, rt, clock, client, Background(rt))

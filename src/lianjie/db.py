@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 from lianjie.clock import from_us, to_us
@@ -57,6 +58,60 @@ class Timestamp(TypeDecorator[datetime]):
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
         return None if value is None else from_us(value)
+
+
+class DriverSql:
+    """One statement run on the driver's own connection, below SQLAlchemy.
+
+    For the few statements every payment runs (benchmarks/RESULTS.md, "Payments over HTTP"):
+    a select by key costs about 5 us through Python's ``sqlite3`` and about 24 us as a cached
+    SQLAlchemy statement, most of it building the execution context and the result. Written
+    once with ``?`` marks; PostgreSQL (psycopg) gets the same text with ``%s``, so the SQL must
+    hold no other ``?`` or ``%``. It runs on the connection's DBAPI connection, so in the same
+    transaction and savepoint as the SQLAlchemy statements around it. Driver errors are raised
+    as SQLAlchemy's exceptions (``IntegrityError``, ``OperationalError``...), as any other
+    statement's are, so callers that retry a deadlock or a lost race still see them. Rows are
+    plain tuples in the order of the select list; timestamps come back as microseconds
+    (``from_us``).
+    """
+
+    __slots__ = ("postgresql", "sqlite")
+
+    def __init__(self, sql: str) -> None:
+        assert "%" not in sql
+        self.sqlite = sql
+        self.postgresql = sql.replace("?", "%s")
+
+    def text(self, conn: Connection) -> str:
+        return self.postgresql if conn.dialect.name == "postgresql" else self.sqlite
+
+    def run(self, conn: Connection, params: tuple[Any, ...] | list[Any]) -> Any:
+        """Execute; returns the driver's cursor (``fetchone``, ``fetchall``, ``rowcount``)."""
+        sql = self.text(conn)
+        if not conn.in_transaction():
+            conn.begin()  # what SQLAlchemy's autobegin does for its own statements
+        driver = conn.connection.driver_connection
+        try:
+            return driver.execute(sql, params)  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) \
+                from exc
+
+    def many(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """``executemany``: SQLite loops in C; psycopg pipelines the rows."""
+        sql = self.text(conn)
+        if not conn.in_transaction():
+            conn.begin()
+        driver = conn.connection.driver_connection
+        try:
+            if conn.dialect.name == "postgresql":
+                with driver.cursor() as cur:  # type: ignore[union-attr]
+                    cur.executemany(sql, rows)
+            else:
+                driver.executemany(sql, rows)  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, rows, exc, conn.dialect.loaded_dbapi.Error) \
+                from exc
 
 
 def default_database_url() -> str:

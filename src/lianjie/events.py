@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 from sqlalchemy import BigInteger, Column, Connection, Integer, String, Table, Text, select
 
-from lianjie.db import Timestamp, metadata
+from lianjie.clock import to_us
+from lianjie.db import DriverSql, Timestamp, metadata
 from lianjie.ids import new_id
 
 READ_BATCH_MAX = 1000
@@ -55,15 +56,17 @@ class Event:
     created_at: datetime
 
 
-_INSERT = outbox.insert()  # built once: emit is on every payment's path
+# Driver SQL written once (``db.DriverSql``): emit is on every payment's path.
+_INSERT = DriverSql("INSERT INTO outbox_events (id, type, partition_key, payload, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)")
 
 
 def emit(conn: Connection, now: datetime, type_: str, partition_key: str,
          payload: dict[str, Any]) -> str:
     """Record an event in the caller's transaction; returns its public id."""
     event_id = new_id("evt")
-    conn.execute(_INSERT, {"id": event_id, "type": type_, "partition_key": partition_key,
-                           "payload": orjson.dumps(payload).decode(), "created_at": now})
+    _INSERT.run(conn, (event_id, type_, partition_key, orjson.dumps(payload).decode(),
+                       to_us(now)))
     return event_id
 
 

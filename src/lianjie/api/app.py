@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
 from sqlalchemy import Engine
 from starlette.responses import RedirectResponse, Response
 
@@ -24,6 +23,7 @@ from lianjie.api import (
     routes_risk,
 )
 from lianjie.api.background import Background
+from lianjie.api.fastpath import LianjieApp
 from lianjie.api.keys import KeyCache
 from lianjie.api.runtime import Runtime, json
 from lianjie.clock import Clock, SystemClock
@@ -37,9 +37,11 @@ def make_runtime(engine: Engine, *, clock: Clock | None = None,
                    cfg=cfg or PaymentsConfig(), key_cache=KeyCache())
 
 
-def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
+def create_app(rt: Runtime, *, background: bool = True) -> LianjieApp:
+    """The app: FastAPI, with the order, pay and grab routes answered below it
+    (``api.fastpath``)."""
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: LianjieApp) -> AsyncIterator[None]:
         rt.committer.start()
         worker = Background(rt) if background else None
         if worker:
@@ -51,9 +53,10 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
                 worker.stop()
             rt.committer.stop()
 
-    app = FastAPI(title="Lianjie", version=lianjie.__version__, lifespan=lifespan,
-                  description="QR payments through service providers, wallets and a "
-                              "double-entry ledger. Amounts are integers of minor units (fen).")
+    app = LianjieApp(title="Lianjie", version=lianjie.__version__, lifespan=lifespan,
+                     description="QR payments through service providers, wallets and a "
+                                 "double-entry ledger. Amounts are integers of minor units "
+                                 "(fen).")
     app.state.runtime = rt
     errors.install(app)
     app.include_router(routes_parties.router)

@@ -73,10 +73,23 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return ".".join(names) or None
 
 
+def response_for(exc: Exception) -> Response:
+    """The response for an exception a unit of work raised: what the handlers below answer,
+    for the routes that run below FastAPI (``api.fastpath``). Logs as they do."""
+    if isinstance(exc, DomainError):
+        return error_response(exc.code.value, exc.message, exc.param, status_for(exc.code))
+    if isinstance(exc, LianjieError):
+        log.error("infrastructure error: %s", exc)
+        return error_response("service_unavailable", "the service could not complete the "
+                              "request; retry with the same Idempotency-Key", None, 503)
+    log.exception("unexpected error", exc_info=exc)
+    return error_response("internal_error", "an internal error occurred", None, 500)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_request: Request, exc: DomainError) -> Response:
-        return error_response(exc.code.value, exc.message, exc.param, status_for(exc.code))
+        return response_for(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:
@@ -101,11 +114,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LianjieError)
     async def _infra(_request: Request, exc: LianjieError) -> Response:
-        log.error("infrastructure error: %s", exc)
-        return error_response("service_unavailable", "the service could not complete the "
-                              "request; retry with the same Idempotency-Key", None, 503)
+        return response_for(exc)
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error", exc_info=exc)
-        return error_response("internal_error", "an internal error occurred", None, 500)
+        return response_for(exc)

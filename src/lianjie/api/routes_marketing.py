@@ -28,7 +28,13 @@ from lianjie import marketing as mkt
 from lianjie.api import idempotency, views
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
-from lianjie.api.runtime import Runtime, current_runtime, json, require_role
+from lianjie.api.runtime import (
+    Runtime,
+    current_runtime,
+    json,
+    require_role,
+    stored_response,
+)
 from lianjie.committer import Committer
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.money import DEFAULT_CURRENCY
@@ -254,11 +260,17 @@ async def grab(packet_id: str, body: GrabIn, request: Request, rt: RT, p: Caller
     consumer = _consumer(p)
     key = idempotency.check_key(request.headers.get("idempotency-key"))
     fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    return stored_response(*await grab_once(rt, p, consumer, packet_id, body, key, fp))
+
+
+async def grab_once(rt: Runtime, p: Principal, consumer: str, packet_id: str, body: GrabIn,
+                    key: str, fp: bytes) -> tuple[idempotency.Stored, bool]:
+    """A grab through the committer's ``GrabBatcher``: the response and whether it is a
+    replay (also run by ``api.fastpath``)."""
     future = _grab_batcher(rt).submit(mkt.GrabRequest(packet_id, consumer, body.device_id),
                                       (p.key_id, key, fp))
     stored, replayed = await asyncio.wrap_future(future)
-    return Response(stored.body, status_code=stored.status_code, media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"} if replayed else None)
+    return stored, replayed
 
 
 # -- campaigns ----------------------------------------------------------------------------

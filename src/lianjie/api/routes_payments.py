@@ -15,7 +15,7 @@ from lianjie.api import views
 from lianjie.api.access import acting_merchant, owner_visible, visible_order
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
-from lianjie.api.runtime import Runtime, current_runtime, json, require_role
+from lianjie.api.runtime import Action, Runtime, current_runtime, json, require_role
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import INT_ID_MAX, parse_int_id
 from lianjie.money import DEFAULT_CURRENCY
@@ -72,17 +72,23 @@ def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-@router.post("/orders", status_code=201, tags=["orders"])
-async def create_order(body: OrderIn, request: Request, rt: RT, p: Caller) -> Response:
+def create_order_action(rt: Runtime, p: Principal, body: OrderIn) -> Action:
+    """The unit of work of ``POST /v1/orders`` (also run by ``api.fastpath``)."""
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         merchant = acting_merchant(conn, p, body.merchant_id)
         order = pay.do_create_order(conn, rt.clock.now(), rt.cfg, merchant.id,
                                     out_trade_no=body.out_trade_no, amount=body.amount,
                                     currency_code=body.currency, description=body.description,
-                                    expires_in_s=body.expires_in_s, store_id=body.store_id)
+                                    expires_in_s=body.expires_in_s, store_id=body.store_id,
+                                    merchant=merchant)
         return 201, views.order(order, rt.cfg)
 
-    return await rt.mutate(request, p, action)
+    return action
+
+
+@router.post("/orders", status_code=201, tags=["orders"])
+async def create_order(body: OrderIn, request: Request, rt: RT, p: Caller) -> Response:
+    return await rt.mutate(request, p, create_order_action(rt, p, body))
 
 
 @router.get("/orders", tags=["orders"])
@@ -124,11 +130,10 @@ async def order_qr(order_id: str, kind: Literal["png", "svg"], rt: RT, p: Caller
                     media_type=media)
 
 
-@router.post("/orders/{order_id}/pay", tags=["orders"])
-async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
-                    p: Caller) -> Response:
+def pay_order_action(rt: Runtime, p: Principal, order_id: str, body: PayIn,
+                     ip: str | None) -> Action:
+    """The unit of work of ``POST /v1/orders/{id}/pay`` (also run by ``api.fastpath``)."""
     require_role(p, Role.CONSUMER)
-    ip = _client_ip(request)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         # Any consumer holding the order's id (its QR code) may try to pay it, and is told why
@@ -138,7 +143,14 @@ async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
                                  coupon_id=body.coupon_id)
         return 200, views.order(order, rt.cfg)
 
-    return await rt.mutate(request, p, action)
+    return action
+
+
+@router.post("/orders/{order_id}/pay", tags=["orders"])
+async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
+                    p: Caller) -> Response:
+    return await rt.mutate(request, p, pay_order_action(rt, p, order_id, body,
+                                                        _client_ip(request)))
 
 
 @router.post("/qr_codes/{qr_code_id}/pay", tags=["orders"])

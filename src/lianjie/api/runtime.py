@@ -50,7 +50,10 @@ class Runtime:
         return await asyncio.wrap_future(self.committer.submit(unit))
 
     async def principal(self, request: Request) -> Principal:
-        header = request.headers.get("authorization")
+        return await self.principal_of(request.headers.get("authorization"))
+
+    async def principal_of(self, header: str | None) -> Principal:
+        """Who sends the ``Authorization`` header ``header``."""
         if not header:
             raise DomainError(ErrorCode.MISSING_API_KEY,
                               "send your API key as 'Authorization: Bearer <key>'")
@@ -67,15 +70,20 @@ class Runtime:
         return found
 
     async def mutate(self, request: Request, principal: Principal, action: Action) -> Response:
-        """Run ``action`` once per Idempotency-Key; replay its stored response afterwards.
+        """Run ``action`` once per Idempotency-Key; replay its stored response afterwards."""
+        key = idempotency.check_key(request.headers.get("idempotency-key"))
+        stored, replayed = await self.mutate_once(
+            principal, key, idempotency.fingerprint(request.method, request.url.path,
+                                                    await request.body()), action)
+        return stored_response(stored, replayed)
+
+    async def mutate_once(self, principal: Principal, key: str, fp: bytes, action: Action
+                          ) -> tuple[idempotency.Stored, bool]:
+        """``mutate`` below the request: the response to send, and whether it is a replay.
 
         Secrets in a response (a new API key, a webhook signing secret) are not stored: a
         replay shows them as ``[shown once]``.
         """
-        key = idempotency.check_key(request.headers.get("idempotency-key"))
-        body = await request.body()
-        fp = idempotency.fingerprint(request.method, request.url.path, body)
-
         def unit(conn: Connection) -> tuple[idempotency.Stored, bool]:
             stored = idempotency.lookup(conn, principal.key_id, key, fp)
             if stored is not None:
@@ -87,10 +95,13 @@ class Runtime:
             idempotency.store(conn, self.clock.now(), principal.key_id, key, fp, status, kept)
             return idempotency.Stored(status, text), False
 
-        stored, replayed = await self.write(unit)
-        headers = {"Idempotent-Replayed": "true"} if replayed else None
-        return Response(stored.body, status_code=stored.status_code,
-                        media_type="application/json", headers=headers)
+        return await self.write(unit)
+
+
+def stored_response(stored: idempotency.Stored, replayed: bool) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(stored.body, status_code=stored.status_code,
+                    media_type="application/json", headers=headers)
 
 
 SECRET_FIELDS = frozenset({"api_key", "secret", "webhook_secret"})

@@ -7,6 +7,7 @@ entries; no context updates a balance any other way. The ledger imports no other
 from lianjie.ledger.accounts import (
     accounts_of,
     find_account,
+    find_accounts,
     get_account,
     get_accounts,
     open_account,
@@ -61,6 +62,7 @@ __all__ = [
     "create_entries",
     "expire_holds",
     "find_account",
+    "find_accounts",
     "get_account",
     "get_accounts",
     "get_entry",

@@ -16,12 +16,16 @@ two consumers racing to pay one order cannot both succeed: the second finds it p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import Connection, Row, select
 
 from lianjie import events, ledger, risk
+from lianjie.clock import from_us, to_us
+from lianjie.db import DriverSql
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
 from lianjie.ledger import Entry, EntryKind, Leg, Purpose
@@ -32,9 +36,11 @@ from lianjie.payments.parties import (
     PLATFORM_ID,
     Party,
     PartyKind,
-    account_id,
+    account_ids,
+    check_collecting,
     get_qr_code,
     get_store,
+    payment_parties,
     require_collecting_merchant,
     require_party,
 )
@@ -75,21 +81,37 @@ def _order(row: Row[tuple[object, ...]]) -> Order:
     return Order(**{f: m[f] for f in Order.__dataclass_fields__})
 
 
-# The statements of the create-and-pay path, built once: building a statement costs SQLAlchemy
-# about three times what executing a cached one does (see benchmarks/payments_http.py).
-_BY_ID = select(orders).where(orders.c.id == bindparam("b_order_id"))
-_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
-_BY_OUT_TRADE_NO = select(orders).where(orders.c.merchant_id == bindparam("b_merchant_id"),
-                                        orders.c.out_trade_no == bindparam("b_out_trade_no"))
-_INSERT = orders.insert()
-_UPDATE_IF_OPEN = orders.update().where(orders.c.id == bindparam("b_order_id"),
-                                        orders.c.status == "open")
+# The statements of the create-and-pay path as driver SQL written once (``db.DriverSql``):
+# through SQLAlchemy each cost several times what the database does (benchmarks/RESULTS.md).
+_FIELDS = tuple(Order.__dataclass_fields__)
+_COLUMNS = ", ".join(_FIELDS)
+_TIMES = frozenset({"expires_at", "created_at", "paid_at", "closed_at"})
+_TIME_INDEXES = tuple(i for i, f in enumerate(_FIELDS) if f in _TIMES)
+_BY_ID = DriverSql(f"SELECT {_COLUMNS} FROM payment_orders WHERE id = ?")
+_BY_ID_FOR_UPDATE = DriverSql(f"SELECT {_COLUMNS} FROM payment_orders WHERE id = ? FOR UPDATE")
+_BY_OUT_TRADE_NO = DriverSql(f"SELECT {_COLUMNS} FROM payment_orders"
+                             " WHERE merchant_id = ? AND out_trade_no = ?")
+_INSERT = DriverSql(f"INSERT INTO payment_orders ({_COLUMNS}) VALUES"
+                    f" ({', '.join('?' * len(_FIELDS))})")
+_PAY_IF_OPEN = DriverSql(
+    "UPDATE payment_orders SET status = ?, paid_at = ?, payer_id = ?, entry_id = ?,"
+    " fee_amount = ?, commission_amount = ?, device_id = ?, client_ip = ?"
+    " WHERE id = ? AND status = 'open'")
+
+
+def _order_of(row: Sequence[Any]) -> Order:
+    """An order from a driver row in ``_COLUMNS`` order."""
+    r = list(row)
+    for i in _TIME_INDEXES:
+        if r[i] is not None:
+            r[i] = from_us(r[i])
+    return Order(*r)
 
 
 def get_order(conn: Connection, order_id: str, *, for_update: bool = False) -> Order | None:
     lock = for_update and conn.dialect.name == "postgresql"
-    row = conn.execute(_BY_ID_FOR_UPDATE if lock else _BY_ID, {"b_order_id": order_id}).first()
-    return None if row is None else _order(row)
+    row = (_BY_ID_FOR_UPDATE if lock else _BY_ID).run(conn, (order_id,)).fetchone()
+    return None if row is None else _order_of(row)
 
 
 def require_order(conn: Connection, order_id: str, *, for_update: bool = False) -> Order:
@@ -101,9 +123,8 @@ def require_order(conn: Connection, order_id: str, *, for_update: bool = False) 
 
 
 def find_order(conn: Connection, merchant_id: str, out_trade_no: str) -> Order | None:
-    row = conn.execute(_BY_OUT_TRADE_NO, {"b_merchant_id": merchant_id,
-                                          "b_out_trade_no": out_trade_no}).first()
-    return None if row is None else _order(row)
+    row = _BY_OUT_TRADE_NO.run(conn, (merchant_id, out_trade_no)).fetchone()
+    return None if row is None else _order_of(row)
 
 
 def list_orders(conn: Connection, *, merchant_id: str | None = None,
@@ -144,8 +165,11 @@ def _check_expiry(cfg: PaymentsConfig, expires_in_s: int | None) -> int:
 def do_create_order(conn: Connection, now: datetime, cfg: PaymentsConfig, merchant_id: str, *,
                     out_trade_no: str, amount: int, currency_code: str, description: str,
                     expires_in_s: int | None = None, store_id: str | None = None,
-                    qr_code_id: str | None = None) -> Order:
-    merchant = require_collecting_merchant(conn, merchant_id)
+                    qr_code_id: str | None = None, merchant: Party | None = None) -> Order:
+    """Open an order. ``merchant`` is the merchant's row when the caller has just read it in
+    this transaction (the API checks who may act for it first), saving a second read."""
+    merchant = check_collecting(merchant) if merchant is not None and \
+        merchant.id == merchant_id else require_collecting_merchant(conn, merchant_id)
     _check_text(out_trade_no, "out_trade_no", OUT_TRADE_NO_LENGTH_MAX)
     _check_text(description, "description", DESCRIPTION_LENGTH_MAX)
     amount = check_amount(amount)
@@ -162,15 +186,17 @@ def do_create_order(conn: Connection, now: datetime, cfg: PaymentsConfig, mercha
     if find_order(conn, merchant_id, out_trade_no) is not None:
         raise DomainError(ErrorCode.DUPLICATE_OUT_TRADE_NO,
                           f"out_trade_no {out_trade_no!r} is already used", "out_trade_no")
-    values = dict(
+    order = Order(
         id=new_id("ord"), merchant_id=merchant_id, sp_id=merchant.parent_id, store_id=store_id,
         qr_code_id=qr_code_id, out_trade_no=out_trade_no, amount=amount, currency=currency_code,
         description=description, status="open", expires_at=now + timedelta(seconds=ttl),
-        created_at=now, fee_amount=0, commission_amount=0, refunded_amount=0, refunded_fee=0,
+        created_at=now, paid_at=None, closed_at=None, payer_id=None, entry_id=None,
+        fee_amount=0, commission_amount=0, refunded_amount=0, refunded_fee=0,
         refunded_commission=0)
-    conn.execute(_INSERT, values)
-    # The row is what was just written; the columns not written are empty.
-    return Order(**{f: values.get(f) for f in Order.__dataclass_fields__})  # type: ignore[arg-type]
+    _INSERT.run(conn, [to_us(v) if f in _TIMES and v is not None else v
+                       for f, v in zip(_FIELDS, (getattr(order, f) for f in _FIELDS),
+                                       strict=True)])
+    return order  # the row as written
 
 
 def _check_payable(order: Order, now: datetime) -> None:
@@ -186,25 +212,31 @@ def _check_payable(order: Order, now: datetime) -> None:
     assert order.status == "open", order.status
 
 
-def payment_legs(conn: Connection, order: Order, merchant: Party, payer_id: str
-                 ) -> tuple[tuple[Leg, ...], int, int]:
-    """The legs of paying ``order`` from ``payer_id``'s wallet, with the fee and commission."""
-    cur = order.currency
+def payment_legs(conn: Connection, order: Order, merchant: Party, payer_id: str,
+                 sp: Party | None = None) -> tuple[tuple[Leg, ...], int, int]:
+    """The legs of paying ``order`` from ``payer_id``'s wallet, with the fee and commission.
+    ``sp`` is the merchant's service provider when the caller has read it already. The 3 or
+    4 accounts are found in one statement."""
     assert merchant.fee_rate_bps is not None
     fee = fees.fee_for(order.amount, merchant.fee_rate_bps)
     commission = 0
-    wallet = account_id(conn, payer_id, Purpose.WALLET, cur)
-    pending = account_id(conn, merchant.id, Purpose.MERCHANT_PENDING, cur)
-    legs = [Leg(wallet, pending, order.amount)]
-    if fee:
-        revenue = account_id(conn, PLATFORM_ID, Purpose.FEE_REVENUE, cur)
-        legs.append(Leg(pending, revenue, fee))
-        if merchant.parent_id is not None:
+    if fee and merchant.parent_id is not None:
+        if sp is None or sp.id != merchant.parent_id:
             sp = require_party(conn, merchant.parent_id, PartyKind.SERVICE_PROVIDER)
-            commission = fees.commission_for(fee, sp.commission_share_bps or 0)
-            if commission:
-                legs.append(Leg(revenue, account_id(conn, sp.id, Purpose.SP_COMMISSION, cur),
-                                commission))
+        assert sp.kind == PartyKind.SERVICE_PROVIDER
+        commission = fees.commission_for(fee, sp.commission_share_bps or 0)
+    wanted = [(payer_id, Purpose.WALLET), (merchant.id, Purpose.MERCHANT_PENDING)]
+    if fee:
+        wanted.append((PLATFORM_ID, Purpose.FEE_REVENUE))
+    if commission:
+        assert merchant.parent_id is not None
+        wanted.append((merchant.parent_id, Purpose.SP_COMMISSION))
+    ids = account_ids(conn, wanted, order.currency)
+    legs = [Leg(ids[0], ids[1], order.amount)]
+    if fee:
+        legs.append(Leg(ids[1], ids[2], fee))
+    if commission:
+        legs.append(Leg(ids[2], ids[3], commission))
     return tuple(legs), fee, commission
 
 
@@ -217,11 +249,16 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
     the discount to the merchant, in the same entry (see ``lianjie.marketing.coupons``)."""
     order = require_order(conn, order_id, for_update=True)
     _check_payable(order, now)
-    payer = require_party(conn, payer_id, PartyKind.CONSUMER, "payer_id")
+    payer, merchant, sp = payment_parties(conn, payer_id, order.merchant_id) \
+        if isinstance(payer_id, str) else (None, None, None)
+    if payer is None or payer.kind != PartyKind.CONSUMER:
+        raise DomainError(ErrorCode.PARTY_NOT_FOUND, f"no consumer {payer_id!r}", "payer_id")
     if not payer.active:
         raise DomainError(ErrorCode.ACCOUNT_FROZEN, "the payer's wallet is frozen", "payer_id")
-    merchant = require_collecting_merchant(conn, order.merchant_id)
-    legs, fee, commission = payment_legs(conn, order, merchant, payer_id)
+    if merchant is None or merchant.kind != PartyKind.MERCHANT:
+        merchant = require_collecting_merchant(conn, order.merchant_id)  # raises
+    check_collecting(merchant)
+    legs, fee, commission = payment_legs(conn, order, merchant, payer_id, sp)
     if coupon_id is not None:  # marketing: the campaign budget pays the discount
         from lianjie.marketing.coupons import redeem_in_payment  # marketing builds on payments
         legs = redeem_in_payment(conn, now, coupon_id, payer_id, order, merchant, legs,
@@ -237,10 +274,8 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
     if decision.review:
         assert result.entry_id is not None
         risk.open_case(conn, now, decision, result.entry_id)
-    updated = conn.execute(_UPDATE_IF_OPEN, {
-        "b_order_id": order.id, "status": status, "paid_at": now, "payer_id": payer_id,
-        "entry_id": result.entry_id, "fee_amount": fee, "commission_amount": commission,
-        "device_id": device_id, "client_ip": client_ip})
+    updated = _PAY_IF_OPEN.run(conn, (status, to_us(now), payer_id, result.entry_id, fee,
+                                      commission, device_id, client_ip, order.id))
     if updated.rowcount != 1:
         raise DomainError(ErrorCode.ORDER_ALREADY_PAID, "the order is already paid", "id")
     paid = replace(order, status=status, paid_at=now, payer_id=payer_id,
