@@ -3,13 +3,20 @@ budgets, coupons redeemed inside the payment, refunds, segments with a holdout, 
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from conftest import Api
+from sqlalchemy import text
+
+from conftest import Api, assert_error
+from lianjie.api import routes_marketing
+from lianjie.ledger import AccountFlags
 
 DAY_S = 86_400
+WAIT_S = 30.0  # a bound on waiting for queued requests, not a timing
 
 
 def _ends(api: Api, days: int = 30) -> int:
@@ -325,4 +332,59 @@ def test_a_campaign_is_topped_up_by_its_funder_until_it_ends(api: Api) -> None:
     api.ok("POST", f"/v1/campaigns/{campaign['id']}/end", merchant["api_key"], {})
     api.refused(400, "campaign_not_active", "POST", path, merchant["api_key"], {"amount": 1})
     assert api.account_balance(merchant["id"], "merchant_available") == available + 1_000
+    api.verify()
+
+
+def _set_wallet_flags(api: Api, consumer: dict[str, Any], flags: AccountFlags) -> None:
+    with api.rt.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_accounts SET flags = :f WHERE owner_id = :o AND "
+                          "purpose = 'wallet'"), {"f": int(flags), "o": consumer["id"]})
+
+
+def test_an_unexpected_error_in_one_batched_grab_fails_only_that_grab(api: Api) -> None:
+    """Grabs held back until they share one unit; one taker's wallet row is corrupt (flagged as
+    an account that may only be drawn on, so the ledger refuses to credit it and the grab's
+    assertion fails). That grab answers 500 ``internal_error`` and moves nothing; the others
+    are granted, durable and exact."""
+    alice = api.consumer(5000)
+    members = [api.consumer() for _ in range(6)]
+    bad = members[2]
+    group = api.ok("POST", "/v1/groups", alice["api_key"], {"name": "family"})
+    api.ok("POST", f"/v1/groups/{group['id']}/members", alice["api_key"],
+           {"consumer_ids": [m["id"] for m in members]})
+    packet = api.ok("POST", "/v1/red_packets", alice["api_key"],
+                    {"group_id": group["id"], "amount": 600, "shares": 6, "split": "equal"})
+    # The bad row: a wallet that may not be credited.
+    _set_wallet_flags(api, bad, AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+    batcher = routes_marketing._grab_batcher(api.rt)
+    gate = threading.Event()
+    held = api.rt.committer.submit(lambda _conn: gate.wait(WAIT_S))  # the writer is busy
+    path = f"/v1/red_packets/{packet['id']}/grab"
+    batches_before = batcher.batches
+    with ThreadPoolExecutor(len(members)) as pool:
+        calls = [pool.submit(api.call, "POST", path, m["api_key"], {}) for m in members]
+        deadline = time.monotonic() + WAIT_S
+        while len(batcher._pending) < len(members):  # every grab queued behind the gate
+            assert time.monotonic() < deadline, "the grabs did not queue"
+            time.sleep(0.01)
+        gate.set()
+        results = [c.result() for c in calls]
+    held.result()
+    assert batcher.batches == batches_before + 1  # one unit held all six grabs
+    for m, r in zip(members, results, strict=True):
+        if m is bad:
+            assert_error(r, 500, "internal_error", None)
+        else:
+            assert r.status_code == 200 and r.json()["amount"] == 100, r.text
+    assert api.balance(bad) == 0
+    assert sum(api.balance(m) for m in members) == 500
+    grabbed = api.ok("GET", f"{path}s?limit=100", alice["api_key"])["data"]
+    assert sorted(g["consumer_id"] for g in grabbed) == sorted(
+        m["id"] for m in members if m is not bad)
+    assert sorted(g["seq"] for g in grabbed) == list(range(5))
+    assert api.ok("GET", f"/v1/red_packets/{packet['id']}", alice["api_key"])["status"] == \
+        "open"
+    # Mended, the same taker grabs the last share.
+    _set_wallet_flags(api, bad, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+    assert api.ok("POST", path, bad["api_key"], {})["amount"] == 100
     api.verify()
