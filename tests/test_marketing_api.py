@@ -388,3 +388,42 @@ def test_an_unexpected_error_in_one_batched_grab_fails_only_that_grab(api: Api) 
     _set_wallet_flags(api, bad, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
     assert api.ok("POST", path, bad["api_key"], {})["amount"] == 100
     api.verify()
+
+
+def test_discounts_refunded_after_the_campaign_ended_go_back_to_the_funder(api: Api) -> None:
+    """A sponsoring merchant funds 1,000 (its available balance may go below zero); two coupons
+    of 300 are redeemed in payments of 2,000 at another shop. The campaign passes its end: the
+    background job ends it and sweeps the unspent 400 back. Refunds then return the subsidy
+    shares (150, 150, then 300) to the sponsor, not to the ended budget, which stays at zero:
+    the sponsor's cost is exactly the discounts not refunded, to the fen."""
+    sponsor, shop = api.merchant(), api.merchant()
+    campaign = api.ok("POST", "/v1/campaigns", sponsor["api_key"],
+                      {"name": "Spring", "budget": 1000, "ends_at": _ends(api, 1)})
+    template = _template(api, campaign, sponsor["api_key"])
+    buyers = [api.consumer(10_000) for _ in range(2)]
+    orders = []
+    for buyer in buyers:
+        order = api.order(shop, 2000)
+        paid = _pay(api, buyer, order, _claim(api, buyer, template)["id"])
+        assert paid.status_code == 200, paid.text
+        orders.append(order)
+    assert _budget(api, campaign) == 400
+
+    def spent() -> int:
+        return -api.account_balance(sponsor["id"], "merchant_available")
+
+    assert spent() == 1000
+    api.clock.advance(timedelta(days=1, seconds=1))
+    api.background.tick()
+    ended = api.ok("GET", f"/v1/campaigns/{campaign['id']}", api.operator_key)
+    assert ended["status"] == "ended" and ended["budget_left"] == 0
+    assert spent() == 600  # the unspent 400 swept back
+    for order, no, amount, cost in ((orders[0], "r1", 1000, 450), (orders[0], "r2", 1000, 300),
+                                    (orders[1], "r3", 2000, 0)):
+        api.ok("POST", f"/v1/orders/{order['id']}/refunds", shop["api_key"],
+               {"out_refund_no": no, "amount": amount})
+        assert _budget(api, campaign) == 0  # nothing stranded in the ended budget
+        assert spent() == cost
+    assert api.accounts(campaign["id"])["campaign_budget"]["balance"] == 0
+    assert [api.balance(b) for b in buyers] == [10_000, 10_000]
+    api.verify()
