@@ -368,8 +368,8 @@ def test_an_unexpected_error_in_one_batched_grab_fails_only_that_grab(api: Api) 
             assert time.monotonic() < deadline, "the grabs did not queue"
             time.sleep(0.01)
         gate.set()
-        results = [c.result() for c in calls]
-    held.result()
+        results = [c.result(timeout=2 * WAIT_S) for c in calls]
+    held.result(timeout=WAIT_S)
     assert batcher.batches == batches_before + 1  # one unit held all six grabs
     for m, r in zip(members, results, strict=True):
         if m is bad:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from lianjie import risk
 from lianjie.db import make_engine
@@ -19,6 +19,7 @@ from lianjie.risk.features import Event
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 SHOP = "mch_shop"
+WAIT_S = 60  # no statement, barrier or thread may hang the test for longer
 
 
 @pytest.fixture
@@ -33,10 +34,17 @@ def _event(actor: str, amount: int = 100) -> Event:
     return Event("payment", f"ord_{actor}", actor, amount, "CNY", SHOP, None, None, None)
 
 
+def _bound(conn: Connection) -> None:
+    """A statement waiting on a lock fails after ``WAIT_S`` instead of hanging the test."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {WAIT_S * 1000}")
+
+
 def _decide(engine: Engine, actor: str) -> None:
     with engine.connect() as conn:
         conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
+            _bound(conn)
             risk.decide(conn, T0, _event(actor))
 
 
@@ -53,6 +61,7 @@ def test_a_row_committed_after_a_higher_seq_was_read_is_still_counted(
         refresh(conn, T0)
     with engine.connect() as slow:
         tx = slow.begin()
+        _bound(slow)
         risk.decide(slow, T0, _event("cus_slow"))  # seq 1, not committed yet
         _decide(other, "cus_b")  # seq 2, committed
         _decide(engine, "cus_c")  # seq 3, committed
@@ -71,11 +80,12 @@ def test_two_engines_racing_both_count_every_event(engine: Engine, other: Engine
 
     def run(e: Engine, name: str) -> None:
         try:
-            barrier.wait()
+            barrier.wait(WAIT_S)
             for i in range(0, per_engine, per_tx):
                 with e.connect() as conn:
                     conn.execution_options(sqlite_begin="IMMEDIATE")
                     with conn.begin():
+                        _bound(conn)
                         for j in range(i, i + per_tx):
                             risk.decide(conn, T0, _event(f"cus_{name}_{j}"))
         except Exception as exc:  # noqa: BLE001 - reported below, in the test's thread
@@ -86,7 +96,8 @@ def test_two_engines_racing_both_count_every_event(engine: Engine, other: Engine
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(WAIT_S)
+    assert not any(t.is_alive() for t in threads), "a racing engine is stuck"
     assert not errors, errors
     assert _shop_count(engine) == 2 * per_engine
     assert _shop_count(other) == 2 * per_engine
