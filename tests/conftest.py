@@ -266,7 +266,7 @@ class Api:
 
 _ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error",
                402: "payment_error", 403: "permission_error", 404: "invalid_request_error",
-               405: "invalid_request_error", 409: "invalid_request_error"}
+               405: "invalid_request_error", 409: "invalid_request_error", 500: "api_error"}
 
 
 def assert_error(r: httpx.Response, status: int, code: str, param: Any = ANY_PARAM

@@ -3,13 +3,20 @@ budgets, coupons redeemed inside the payment, refunds, segments with a holdout, 
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from conftest import Api
+from sqlalchemy import text
+
+from conftest import Api, assert_error
+from lianjie.api import routes_marketing
+from lianjie.ledger import AccountFlags
 
 DAY_S = 86_400
+WAIT_S = 30.0  # a bound on waiting for queued requests, not a timing
 
 
 def _ends(api: Api, days: int = 30) -> int:
@@ -325,4 +332,98 @@ def test_a_campaign_is_topped_up_by_its_funder_until_it_ends(api: Api) -> None:
     api.ok("POST", f"/v1/campaigns/{campaign['id']}/end", merchant["api_key"], {})
     api.refused(400, "campaign_not_active", "POST", path, merchant["api_key"], {"amount": 1})
     assert api.account_balance(merchant["id"], "merchant_available") == available + 1_000
+    api.verify()
+
+
+def _set_wallet_flags(api: Api, consumer: dict[str, Any], flags: AccountFlags) -> None:
+    with api.rt.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_accounts SET flags = :f WHERE owner_id = :o AND "
+                          "purpose = 'wallet'"), {"f": int(flags), "o": consumer["id"]})
+
+
+def test_an_unexpected_error_in_one_batched_grab_fails_only_that_grab(api: Api) -> None:
+    """Grabs held back until they share one unit; one taker's wallet row is corrupt (flagged as
+    an account that may only be drawn on, so the ledger refuses to credit it and the grab's
+    assertion fails). That grab answers 500 ``internal_error`` and moves nothing; the others
+    are granted, durable and exact."""
+    alice = api.consumer(5000)
+    members = [api.consumer() for _ in range(6)]
+    bad = members[2]
+    group = api.ok("POST", "/v1/groups", alice["api_key"], {"name": "family"})
+    api.ok("POST", f"/v1/groups/{group['id']}/members", alice["api_key"],
+           {"consumer_ids": [m["id"] for m in members]})
+    packet = api.ok("POST", "/v1/red_packets", alice["api_key"],
+                    {"group_id": group["id"], "amount": 600, "shares": 6, "split": "equal"})
+    # The bad row: a wallet that may not be credited.
+    _set_wallet_flags(api, bad, AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+    batcher = routes_marketing._grab_batcher(api.rt)
+    gate = threading.Event()
+    held = api.rt.committer.submit(lambda _conn: gate.wait(WAIT_S))  # the writer is busy
+    path = f"/v1/red_packets/{packet['id']}/grab"
+    batches_before = batcher.batches
+    with ThreadPoolExecutor(len(members)) as pool:
+        calls = [pool.submit(api.call, "POST", path, m["api_key"], {}) for m in members]
+        deadline = time.monotonic() + WAIT_S
+        while len(batcher._pending) < len(members):  # every grab queued behind the gate
+            assert time.monotonic() < deadline, "the grabs did not queue"
+            time.sleep(0.01)
+        gate.set()
+        results = [c.result(timeout=2 * WAIT_S) for c in calls]
+    held.result(timeout=WAIT_S)
+    assert batcher.batches == batches_before + 1  # one unit held all six grabs
+    for m, r in zip(members, results, strict=True):
+        if m is bad:
+            assert_error(r, 500, "internal_error", None)
+        else:
+            assert r.status_code == 200 and r.json()["amount"] == 100, r.text
+    assert api.balance(bad) == 0
+    assert sum(api.balance(m) for m in members) == 500
+    grabbed = api.ok("GET", f"{path}s?limit=100", alice["api_key"])["data"]
+    assert sorted(g["consumer_id"] for g in grabbed) == sorted(
+        m["id"] for m in members if m is not bad)
+    assert sorted(g["seq"] for g in grabbed) == list(range(5))
+    assert api.ok("GET", f"/v1/red_packets/{packet['id']}", alice["api_key"])["status"] == \
+        "open"
+    # Mended, the same taker grabs the last share.
+    _set_wallet_flags(api, bad, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+    assert api.ok("POST", path, bad["api_key"], {})["amount"] == 100
+    api.verify()
+
+
+def test_discounts_refunded_after_the_campaign_ended_go_back_to_the_funder(api: Api) -> None:
+    """A sponsoring merchant funds 1,000 (its available balance may go below zero); two coupons
+    of 300 are redeemed in payments of 2,000 at another shop. The campaign passes its end: the
+    background job ends it and sweeps the unspent 400 back. Refunds then return the subsidy
+    shares (150, 150, then 300) to the sponsor, not to the ended budget, which stays at zero:
+    the sponsor's cost is exactly the discounts not refunded, to the fen."""
+    sponsor, shop = api.merchant(), api.merchant()
+    campaign = api.ok("POST", "/v1/campaigns", sponsor["api_key"],
+                      {"name": "Spring", "budget": 1000, "ends_at": _ends(api, 1)})
+    template = _template(api, campaign, sponsor["api_key"])
+    buyers = [api.consumer(10_000) for _ in range(2)]
+    orders = []
+    for buyer in buyers:
+        order = api.order(shop, 2000)
+        paid = _pay(api, buyer, order, _claim(api, buyer, template)["id"])
+        assert paid.status_code == 200, paid.text
+        orders.append(order)
+    assert _budget(api, campaign) == 400
+
+    def spent() -> int:
+        return -api.account_balance(sponsor["id"], "merchant_available")
+
+    assert spent() == 1000
+    api.clock.advance(timedelta(days=1, seconds=1))
+    api.background.tick()
+    ended = api.ok("GET", f"/v1/campaigns/{campaign['id']}", api.operator_key)
+    assert ended["status"] == "ended" and ended["budget_left"] == 0
+    assert spent() == 600  # the unspent 400 swept back
+    for order, no, amount, cost in ((orders[0], "r1", 1000, 450), (orders[0], "r2", 1000, 300),
+                                    (orders[1], "r3", 2000, 0)):
+        api.ok("POST", f"/v1/orders/{order['id']}/refunds", shop["api_key"],
+               {"out_refund_no": no, "amount": amount})
+        assert _budget(api, campaign) == 0  # nothing stranded in the ended budget
+        assert spent() == cost
+    assert api.accounts(campaign["id"])["campaign_budget"]["balance"] == 0
+    assert [api.balance(b) for b in buyers] == [10_000, 10_000]
     api.verify()

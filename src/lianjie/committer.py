@@ -224,6 +224,15 @@ def _run_unit(conn: Connection, unit: Unit) -> tuple[bool, Any]:
     return True, value
 
 
+def run_isolated(conn: Connection, unit: Unit) -> tuple[bool, Any]:
+    """Run ``unit`` in a savepoint of its own inside a unit of work, as the committer runs each
+    unit: ``(True, value)``, or ``(False, exc)`` with the savepoint rolled back and an
+    unexpected error logged. A lock or serialization conflict is raised for the group to retry.
+    For a unit that serves many requests at once (``GrabBatcher``) and must fail them one by
+    one rather than all together."""
+    return _run_unit(conn, unit)
+
+
 def _record_refusal(conn: Connection, exc: DomainError) -> None:
     """A refusal may carry a record of itself (a risk decline logs its decision): write it in
     a savepoint of its own after the unit's rollback, so it commits with the group."""

@@ -108,6 +108,7 @@ class ErrorCode(StrEnum):
     RISK_CASE_NOT_FOUND = "risk_case_not_found"
     RISK_CASE_CLAIMED = "risk_case_claimed"
     RISK_CASE_CLOSED = "risk_case_closed"
+    UNTRUSTED_CLIENT_CONTEXT = "untrusted_client_context"
     # clearing
     BUSINESS_DAY_NOT_OVER = "business_day_not_over"
     DAY_ALREADY_SEALED = "day_already_sealed"

@@ -8,11 +8,18 @@
   that is no longer open answers why (``order_already_paid``, ``order_closed``,
   ``order_expired``), so the consumer who lost a race to pay learns that it was paid.
 - Objects a caller may not see answer "not found", so ids of others' objects leak nothing.
+- The end client's IP and device (for the risk engine) are taken from a service provider or
+  institution key in the ``Lianjie-Client-Ip`` / ``Lianjie-Device-Id`` headers; from other
+  keys those headers are refused (``untrusted_client_context``): see ``client_context``.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
+
 from sqlalchemy import Connection
+from starlette.requests import Request
 
 from lianjie.api.keys import Principal, Role
 from lianjie.errors import DomainError, ErrorCode
@@ -77,3 +84,49 @@ def owner_visible(p: Principal, owner_id: str, conn: Connection) -> bool:
         owner = require_party(conn, owner_id) if owner_id.startswith("mch_") else None
         return owner is not None and owner.parent_id == p.party_id
     return False
+
+
+CLIENT_IP_HEADER = "Lianjie-Client-Ip"
+DEVICE_ID_HEADER = "Lianjie-Device-Id"
+DEVICE_ID_LEN_MAX = 64  # the risk log's column
+_SPEAKS_FOR_CLIENTS = (Role.SERVICE_PROVIDER, Role.INSTITUTION)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientContext:
+    client_ip: str | None
+    device_id: str | None
+
+
+def client_context(request: Request, p: Principal, device_id: str | None) -> ClientContext:
+    """The end client's IP address and device, as the risk engine should see them.
+
+    A consumer's or merchant's own request: the connection's peer and the body's
+    ``device_id``. A service provider or institution calls from its own servers on behalf of
+    its clients, so its address says nothing about them (and would tie all of them together in
+    the IP features): it passes the client's in the ``Lianjie-Client-Ip`` and
+    ``Lianjie-Device-Id`` headers, and without them the IP is unknown. Any other key sending
+    those headers is refused (``untrusted_client_context``): a client naming its own address
+    would slip past IP velocity and block lists."""
+    ip_header = request.headers.get(CLIENT_IP_HEADER)
+    device_header = request.headers.get(DEVICE_ID_HEADER)
+    if p.role not in _SPEAKS_FOR_CLIENTS:
+        if ip_header is not None or device_header is not None:
+            raise DomainError(ErrorCode.UNTRUSTED_CLIENT_CONTEXT,
+                              f"only service provider and institution keys may send "
+                              f"{CLIENT_IP_HEADER} or {DEVICE_ID_HEADER}",
+                              CLIENT_IP_HEADER if ip_header is not None else DEVICE_ID_HEADER)
+        return ClientContext(request.client.host if request.client else None, device_id)
+    ip = None
+    if ip_header is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip_header.strip()))
+        except ValueError:
+            raise DomainError(ErrorCode.INVALID_REQUEST, f"{CLIENT_IP_HEADER} is not an IPv4 or "
+                              "IPv6 address", CLIENT_IP_HEADER) from None
+    if device_header is not None:
+        device_id = device_header.strip()
+        if not 0 < len(device_id) <= DEVICE_ID_LEN_MAX:
+            raise DomainError(ErrorCode.INVALID_REQUEST, f"{DEVICE_ID_HEADER} must have 1 to "
+                              f"{DEVICE_ID_LEN_MAX} characters", DEVICE_ID_HEADER)
+    return ClientContext(ip, device_id)

@@ -3,7 +3,8 @@
 - expire unpaid orders past their expiry, and ledger holds past their timeout;
 - turn new outbox events into webhook deliveries, and send the deliveries that are due;
 - purge idempotency keys older than their time to live;
-- return unclaimed red packet money, and refresh marketing segments once a day.
+- return unclaimed red packet money, end campaigns past their end (their unspent budget goes
+  back to the funder), and refresh marketing segments once a day.
 
 Every job is a unit of work through the committer, so it shares durable group commits with
 requests. A failing job is logged and retried on the next tick; it never stops the others.
@@ -57,9 +58,11 @@ class Background:
             ("expire holds", lambda c: ledger.expire_holds(c, rt.clock.now())),
             ("enqueue webhooks", lambda c: pay.do_enqueue_deliveries(c, rt.clock.now())),
         ]
-        # marketing: unclaimed red packet money goes back; segments are re-evaluated daily
+        # marketing: unclaimed red packet money goes back; campaigns past their end return
+        # their unspent budget; segments are re-evaluated daily
         jobs += [
             ("expire red packets", lambda c: marketing.do_expire_packets(c, rt.clock.now())),
+            ("end campaigns", lambda c: marketing.do_end_due_campaigns(c, rt.clock.now())),
             ("refresh segments", lambda c: marketing.do_refresh_due(c, rt.clock.now())),
         ]
         # risk: review cases nobody decided in time release their holds

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from starlette.datastructures import URL
 
 from lianjie.api import errors, idempotency
+from lianjie.api.access import CLIENT_IP_HEADER, DEVICE_ID_HEADER, ClientContext
 from lianjie.api.keys import Principal, Role
 from lianjie.api.runtime import Runtime, require_role
 from lianjie.errors import DomainError
@@ -43,6 +44,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+_CLIENT_HEADERS = (CLIENT_IP_HEADER.lower().encode(), DEVICE_ID_HEADER.lower().encode())
 BODY_BYTES_MAX = 64 * 1024  # larger bodies go to FastAPI; none of these routes needs one
 
 
@@ -53,7 +55,8 @@ class _Decline(Exception):
 class _Request:
     """What the fast path reads from one request."""
 
-    __slots__ = ("authorization", "body", "content_type", "idempotency_key", "scope")
+    __slots__ = ("authorization", "body", "content_type", "idempotency_key", "scope",
+                 "speaks_for_client")
 
     def __init__(self, scope: Scope, body: bytes) -> None:
         self.scope = scope
@@ -61,6 +64,7 @@ class _Request:
         self.authorization: str | None = None
         self.idempotency_key: str | None = None
         self.content_type: str | None = None
+        self.speaks_for_client = False  # sends Lianjie-Client-Ip or Lianjie-Device-Id
         for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
             if name == b"authorization" and self.authorization is None:
                 self.authorization = value.decode("latin-1")
@@ -68,6 +72,8 @@ class _Request:
                 self.idempotency_key = value.decode("latin-1")
             elif name == b"content-type" and self.content_type is None:
                 self.content_type = value.decode("latin-1")
+            elif name in _CLIENT_HEADERS:
+                self.speaks_for_client = True
 
     def json(self, model: Any) -> Any:
         """The body validated by ``model``, as FastAPI would validate it."""
@@ -97,10 +103,13 @@ class _Request:
         path = URL(scope=self.scope).path  # what request.url.path is
         return key, idempotency.fingerprint("POST", path, self.body)
 
-    @property
-    def client_ip(self) -> str | None:
+    def client(self, device_id: str | None) -> ClientContext:
+        """The end client as ``access.client_context`` sees a consumer's own request; a request
+        naming another client (which ``client_context`` checks) goes to FastAPI."""
+        if self.speaks_for_client:
+            raise _Decline
         client = self.scope.get("client")
-        return client[0] if client else None
+        return ClientContext(client[0] if client else None, device_id)
 
 
 Outcome = tuple[idempotency.Stored, bool]  # the response, and whether it is a replay
@@ -123,7 +132,7 @@ async def _pay_order(rt: Runtime, req: _Request, order_id: str) -> Outcome:
     p = await req.caller(rt, Role.CONSUMER)
     key, fp = req.idempotency()
     return await rt.mutate_once(p, key, fp, pay_order_action(rt, p, order_id, body,
-                                                             req.client_ip))
+                                                             req.client(body.device_id)))
 
 
 async def _grab(rt: Runtime, req: _Request, packet_id: str) -> Outcome:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from lianjie import credit
 from lianjie.api import views
-from lianjie.api.access import acting_merchant
+from lianjie.api.access import acting_merchant, client_context
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_clearing import clearing_config
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
@@ -62,6 +62,7 @@ class ApplicationIn(Body):
     product_id: str
     amount: StrictInt
     merchant_id: str | None = None
+    device_id: str | None = None
 
 
 class AmountIn(Body):
@@ -160,9 +161,12 @@ async def funder_position(funder_id: str, rt: RT, p: Caller,
 
 @router.post("/applications", status_code=201)
 async def apply(body: ApplicationIn, request: Request, rt: RT, p: Caller) -> Response:
+    client = client_context(request, p, body.device_id)
+
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         merchant = acting_merchant(conn, p, body.merchant_id)
-        app = credit.do_apply(conn, rt.clock.now(), merchant.id, body.product_id, body.amount)
+        app = credit.do_apply(conn, rt.clock.now(), merchant.id, body.product_id, body.amount,
+                              device_id=client.device_id, client_ip=client.client_ip)
         return 201, _application(app)
 
     return await rt.mutate(request, p, action)

@@ -12,7 +12,13 @@ from starlette.responses import Response
 from lianjie import ledger
 from lianjie import payments as pay
 from lianjie.api import views
-from lianjie.api.access import acting_merchant, owner_visible, visible_order
+from lianjie.api.access import (
+    ClientContext,
+    acting_merchant,
+    client_context,
+    owner_visible,
+    visible_order,
+)
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
 from lianjie.api.runtime import Action, Runtime, current_runtime, json, require_role
@@ -66,10 +72,6 @@ class P2PIn(Body):
     currency: str = DEFAULT_CURRENCY
     note: str | None = None
     device_id: str | None = None
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def create_order_action(rt: Runtime, p: Principal, body: OrderIn) -> Action:
@@ -131,7 +133,7 @@ async def order_qr(order_id: str, kind: Literal["png", "svg"], rt: RT, p: Caller
 
 
 def pay_order_action(rt: Runtime, p: Principal, order_id: str, body: PayIn,
-                     ip: str | None) -> Action:
+                     client: ClientContext) -> Action:
     """The unit of work of ``POST /v1/orders/{id}/pay`` (also run by ``api.fastpath``)."""
     require_role(p, Role.CONSUMER)
 
@@ -139,7 +141,7 @@ def pay_order_action(rt: Runtime, p: Principal, order_id: str, body: PayIn,
         # Any consumer holding the order's id (its QR code) may try to pay it, and is told why
         # it cannot (paid, closed, expired) rather than "not found": see ``access``.
         order = pay.do_pay_order(conn, rt.clock.now(), order_id, p.party_id,
-                                 device_id=body.device_id, client_ip=ip,
+                                 device_id=client.device_id, client_ip=client.client_ip,
                                  coupon_id=body.coupon_id)
         return 200, views.order(order, rt.cfg)
 
@@ -149,19 +151,21 @@ def pay_order_action(rt: Runtime, p: Principal, order_id: str, body: PayIn,
 @router.post("/orders/{order_id}/pay", tags=["orders"])
 async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
                     p: Caller) -> Response:
-    return await rt.mutate(request, p, pay_order_action(rt, p, order_id, body,
-                                                        _client_ip(request)))
+    require_role(p, Role.CONSUMER)
+    client = client_context(request, p, body.device_id)
+    return await rt.mutate(request, p, pay_order_action(rt, p, order_id, body, client))
 
 
 @router.post("/qr_codes/{qr_code_id}/pay", tags=["orders"])
 async def pay_static(qr_code_id: str, body: StaticPayIn, request: Request, rt: RT,
                      p: Caller) -> Response:
     require_role(p, Role.CONSUMER)
-    ip = _client_ip(request)
+    client = client_context(request, p, body.device_id)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         order = pay.do_pay_static_code(conn, rt.clock.now(), rt.cfg, qr_code_id, p.party_id,
-                                       body.amount, device_id=body.device_id, client_ip=ip,
+                                       body.amount, device_id=client.device_id,
+                                       client_ip=client.client_ip,
                                        coupon_id=body.coupon_id)
         return 200, views.order(order, rt.cfg)
 
@@ -248,11 +252,12 @@ async def top_up(body: WalletMoveIn, request: Request, rt: RT, p: Caller) -> Res
 @router.post("/wallet/withdrawals", status_code=201, tags=["wallets"])
 async def withdraw(body: WalletMoveIn, request: Request, rt: RT, p: Caller) -> Response:
     consumer_id = _consumer(p)
+    client = client_context(request, p, body.device_id)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         op = pay.do_withdraw(conn, rt.clock.now(), consumer_id, body.institution_id,
                              body.amount, _platform_currency(rt, body.currency),
-                             device_id=body.device_id, client_ip=_client_ip(request))
+                             device_id=client.device_id, client_ip=client.client_ip)
         return 201, views.wallet_operation(op)
 
     return await rt.mutate(request, p, action)
@@ -261,11 +266,12 @@ async def withdraw(body: WalletMoveIn, request: Request, rt: RT, p: Caller) -> R
 @router.post("/wallet/transfers", status_code=201, tags=["wallets"])
 async def p2p(body: P2PIn, request: Request, rt: RT, p: Caller) -> Response:
     consumer_id = _consumer(p)
+    client = client_context(request, p, body.device_id)
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         op = pay.do_p2p(conn, rt.clock.now(), consumer_id, body.recipient_id, body.amount,
                         _platform_currency(rt, body.currency), body.note,
-                        device_id=body.device_id, client_ip=_client_ip(request))
+                        device_id=client.device_id, client_ip=client.client_ip)
         return 201, views.wallet_operation(op)
 
     return await rt.mutate(request, p, action)

@@ -117,7 +117,8 @@ async def decide_case(case_id: str, body: DecisionIn, request: Request, rt: RT,
 
 def _decision_view(r: Any) -> dict[str, Any]:
     return {"id": r.id, "object": "risk_decision", "kind": r.kind, "subject_id": r.subject_id,
-            "actor_id": r.actor_id, "counterparty_id": r.counterparty_id, "amount": r.amount,
+            "actor_id": r.actor_id, "counterparty_id": r.counterparty_id, "sp_id": r.sp_id,
+            "device_id": r.device_id, "client_ip": r.client_ip, "amount": r.amount,
             "currency": r.currency, "outcome": r.outcome, "score": r.score,
             "rules_version": r.rules_version, "model_version": r.model_version,
             "fired": orjson.loads(r.fired), "reasons": orjson.loads(r.reasons),

@@ -108,7 +108,8 @@ def _limit_for(product: Product, score: int, features: dict[str, float]) -> int:
 
 
 def risk_review(conn: Connection, now: datetime, app_id: str, merchant: Party,
-                product: Product, amount: int) -> list[str]:
+                product: Product, amount: int, device_id: str | None = None,
+                client_ip: str | None = None) -> list[str]:
     """Ask the risk engine about the application; return its decline reasons (none approves).
 
     A 310 decision involves no person, so the engine blocks where it would review. A block is
@@ -116,7 +117,8 @@ def risk_review(conn: Connection, now: datetime, app_id: str, merchant: Party,
     try:
         risk.decide(conn, now, risk.Event(
             "loan_application", app_id, merchant.id, amount, product.currency,
-            sp_id=merchant.parent_id, category=merchant.business_type,
+            sp_id=merchant.parent_id, device_id=device_id, client_ip=client_ip,
+            category=merchant.business_type,
             actor_since=merchant.created_at), reviewable=False)
     except risk.RiskDeclined as declined:
         declined.record(conn)
@@ -139,8 +141,10 @@ def _open_application(conn: Connection, now: datetime, merchant_id: str) -> None
 
 
 def do_apply(conn: Connection, now: datetime, merchant_id: str, product_id: str,
-             amount: int) -> Application:
-    """Decide an application synchronously: approve (with limit, rate, term) or decline."""
+             amount: int, *, device_id: str | None = None, client_ip: str | None = None
+             ) -> Application:
+    """Decide an application synchronously: approve (with limit, rate, term) or decline.
+    ``device_id`` and ``client_ip`` are the applicant's, for the risk engine."""
     amount = check_amount(amount)
     merchant = require_party(conn, merchant_id, PartyKind.MERCHANT, "merchant_id")
     product = require_product(conn, product_id)
@@ -161,7 +165,7 @@ def do_apply(conn: Connection, now: datetime, merchant_id: str, product_id: str,
     pd = model.pd(score)
     limit = _limit_for(product, score, features)
     app_id = new_id("app")
-    reasons = risk_review(conn, now, app_id, merchant, product, amount)
+    reasons = risk_review(conn, now, app_id, merchant, product, amount, device_id, client_ip)
     if not merchant.active:
         reasons.append("merchant_frozen")
     if conn.execute(select(loans.c.id).where(loans.c.merchant_id == merchant.id,

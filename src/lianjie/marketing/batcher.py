@@ -13,13 +13,20 @@ the grabs, for requests that carry a ``tag``. The HTTP route uses it for Idempot
 unit looks up every request's key at once, grabs for those that have not run, and stores their
 responses in the same transaction as the grabs. Two requests with the same ``Around.same`` key
 never share a unit: the later waits for the next, so it sees what the earlier stored.
+
+One grab that fails unexpectedly (a bug, or a bad row: an assertion, a constraint) fails only
+itself. The batch runs in a savepoint; if it raises, it is rolled back and its grabs run again
+one by one, each in a savepoint of its own (``committer.run_isolated``), so the failing grab's
+caller gets that exception (the API answers 500 ``internal_error``) while the others are granted
+and committed with the group. A lock or serialization conflict still fails the whole unit, for
+the committer to retry.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,7 +34,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from lianjie.clock import Clock
-from lianjie.committer import Committer
+from lianjie.committer import Committer, run_isolated
 from lianjie.errors import DomainError
 from lianjie.marketing.redpackets import (
     GRABS_PER_BATCH_MAX,
@@ -149,7 +156,7 @@ class GrabBatcher:
         if not batch:
             return []
         if self.around is None or all(tag is None for _, _, tag in batch):
-            return list(do_grab_many(conn, now, [req for req, _, _ in batch]))
+            return _grab_isolated(conn, now, [req for req, _, _ in batch])
         around = self.around
         tagged = [i for i, item in enumerate(batch) if item[2] is not None]
         results: list[Any] = [None] * len(batch)
@@ -159,14 +166,35 @@ class GrabBatcher:
         to_grab = [i for i in range(len(batch)) if results[i] is None]
         if not to_grab:
             return results
-        outcomes = do_grab_many(conn, now, [batch[i][0] for i in to_grab])
-        wrapped = [i for i in to_grab if batch[i][2] is not None]
-        by_index = dict(zip(to_grab, outcomes, strict=True))
-        for i in to_grab:
-            if batch[i][2] is None:
-                results[i] = by_index[i]
-        for i, answer in zip(wrapped, around.after(conn, now, [batch[i][2] for i in wrapped],
-                                                   [by_index[i] for i in wrapped]),
-                             strict=True):
+        outcomes = _grab_isolated(conn, now, [batch[i][0] for i in to_grab])
+        # A grab that failed unexpectedly changed nothing and stores no response.
+        wrapped: list[tuple[int, Grab | DomainError]] = []
+        for i, outcome in zip(to_grab, outcomes, strict=True):
+            if batch[i][2] is not None and isinstance(outcome, Grab | DomainError):
+                wrapped.append((i, outcome))
+            else:
+                results[i] = outcome
+        answers = around.after(conn, now, [batch[i][2] for i, _ in wrapped],
+                               [o for _, o in wrapped])
+        for (i, _), answer in zip(wrapped, answers, strict=True):
             results[i] = answer
         return results
+
+
+def _grab_isolated(conn: Connection, now: datetime, requests: list[GrabRequest]
+                   ) -> list[Grab | DomainError | Exception]:
+    """``do_grab_many``, where an unexpected error fails only the grab that raised it: the
+    batch is tried whole (one savepoint), then, if it raised, one grab at a time."""
+    def grabs(batch: list[GrabRequest]) -> Callable[[Connection], list[Grab | DomainError]]:
+        return lambda c: do_grab_many(c, now, batch)
+
+    ok, value = run_isolated(conn, grabs(requests))
+    if ok:
+        return list(value)
+    if len(requests) == 1:
+        return [value]
+    outcomes: list[Grab | DomainError | Exception] = []
+    for request in requests:
+        ok, value = run_isolated(conn, grabs([request]))
+        outcomes.append(value[0] if ok else value)
+    return outcomes

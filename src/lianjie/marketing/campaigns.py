@@ -4,7 +4,11 @@ The budget is a ledger account of the campaign's own (purpose ``campaign_budget`
 its debits never exceed its credits): it cannot go below zero, so no coupon redemption or red
 packet can spend more than was funded, under any concurrency. Funding is a ledger entry from
 the funder's account (the platform's fee revenue, a merchant's available balance, or a service
-provider's commission); ending a campaign returns what is left the same way.
+provider's commission); ending a campaign returns what is left the same way. A campaign is
+ended by its funder or an operator, or by the background job once ``ends_at`` has passed
+(``do_end_due_campaigns``). A refund's share of a coupon discount that arrives after the campaign
+ended goes straight back to the funder (``return_account``), never into the ended budget, where
+nothing would ever spend or sweep it.
 
 Holdout: a share ``holdout_bps`` of the target audience is kept as a control group that gets
 nothing. Assignment is a hash of (campaign, consumer), so it is deterministic, needs no state
@@ -36,6 +40,7 @@ from lianjie.payments import PartyKind, account_id, require_party
 HOLDOUT_BPS_MAX = 5000
 PER_PERSON_MAX_MAX = 1000
 PAGE_SIZE_MAX = 100
+END_BATCH_MAX = 100
 E = ErrorCode
 
 # Where a funder's money comes from.
@@ -186,6 +191,27 @@ def do_end_campaign(conn: Connection, now: datetime, campaign_id: str) -> Campai
     events.emit(conn, now, "campaign.ended", campaign.funder_id,
                 {"id": campaign_id, "amount_returned": left})
     return require_campaign(conn, campaign_id)
+
+
+def do_end_due_campaigns(conn: Connection, now: datetime, limit: int = END_BATCH_MAX) -> int:
+    """End campaigns whose ``ends_at`` has passed (at most ``limit``): their unspent budget goes
+    back to the funder. Returns how many ended."""
+    due = conn.execute(select(campaigns.c.id).where(campaigns.c.status == "active",
+                                                    campaigns.c.ends_at <= now)
+                       .order_by(campaigns.c.ends_at, campaigns.c.id).limit(limit)).scalars()
+    ended = 0
+    for campaign_id in list(due):
+        do_end_campaign(conn, now, campaign_id)
+        ended += 1
+    return ended
+
+
+def return_account(conn: Connection, campaign: Campaign) -> int:
+    """Where money given back to ``campaign`` goes: its budget while it runs, the funder's own
+    account once it has ended (so nothing is stranded in a budget nobody can spend)."""
+    if campaign.status == "ended":
+        return _funding_account(conn, campaign.funder_id, campaign.currency)
+    return campaign.budget_account_id
 
 
 def do_create_campaign_packet(conn: Connection, now: datetime, campaign_id: str, *,

@@ -17,8 +17,9 @@ merchant still receives the order amount (and pays its fee on it):
 Refund rule: a refund of ``r`` out of an order of ``amount`` with ``discount`` returns to the
 budget the proportional share of the discount (cumulatively rounded down, the last refund
 returning the rest, as fees do) and to the consumer the rest of ``r``: the consumer gets back
-its proportional paid share, the budget its subsidy share. The coupon stays redeemed: it is not
-reinstated.
+its proportional paid share, the budget its subsidy share. Once the campaign has ended, the
+subsidy share goes to the funder instead (the ended budget was swept back to it). The coupon
+stays redeemed: it is not reinstated.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from lianjie.marketing.campaigns import (
     in_holdout,
     require_active,
     require_campaign,
+    return_account,
 )
 from lianjie.marketing.rows import check_name, row_by_id
 from lianjie.marketing.schema import (
@@ -406,14 +408,17 @@ def refund_legs(conn: Connection, order: Order, amount: int, legs: tuple[Leg, ..
     share = refund_share(discount, order.amount, order.refunded_amount, amount, refunded)
     if not share:
         return legs
-    campaign = require_campaign(conn, coupon.campaign_id)
+    # Locked: a campaign ending concurrently either sweeps this share from the budget after
+    # the refund, or is seen ended here and the share goes to the funder.
+    campaign = require_campaign(conn, coupon.campaign_id, for_update=True)
     first = legs[0]
     assert first.amount == amount
     back = [Leg(first.debit_account_id, first.credit_account_id, amount - share)] \
         if share < amount else []
     conn.execute(coupons.update().where(coupons.c.id == coupon.id)
                  .values(discount_refunded=refunded + share))
-    return (*back, Leg(first.debit_account_id, campaign.budget_account_id, share), *legs[1:])
+    return (*back, Leg(first.debit_account_id, return_account(conn, campaign), share),
+            *legs[1:])
 
 
 def template_payload(t: Template) -> dict[str, object]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from typing import Any
 import cel
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy.exc import IntegrityError
 
 from lianjie.clock import to_us
 from lianjie.errors import DomainError, ErrorCode
@@ -45,6 +47,11 @@ from lianjie.risk.features import Event, FeatureState
 log = logging.getLogger("lianjie.risk")
 
 CATCH_UP_BATCH_MAX = 10_000
+# A seq missing from the log (PostgreSQL) is looked for this long: longer than any transaction
+# that decides should stay open. Past it, its transaction is taken to have rolled back.
+GAP_WAIT_S = 30.0
+GAPS_MAX = 10_000
+GAP_LOOKUP_CHUNK = 1000
 CASE_TTL_S_DEFAULT = 24 * 3600
 
 
@@ -125,15 +132,18 @@ def config_of(conn: Connection) -> RiskConfig:
 _CHECK = select(schema.state.c.epoch, schema.state.c.rules_version, schema.state.c.model_version,
                 schema.state.c.lists_version, select(func.max(schema.decisions.c.seq))
                 .scalar_subquery()).where(schema.state.c.id == 1)
-_MAX_SEQ = select(func.max(schema.decisions.c.seq))
+_MAX_SEQ_BEFORE = select(func.max(schema.decisions.c.seq)).where(
+    schema.decisions.c.created_at < bindparam("b_since"))
 _EVENT_COLS = (schema.decisions.c.seq, schema.decisions.c.kind, schema.decisions.c.subject_id,
                schema.decisions.c.actor_id, schema.decisions.c.amount,
                schema.decisions.c.currency, schema.decisions.c.counterparty_id,
                schema.decisions.c.sp_id, schema.decisions.c.device_id,
                schema.decisions.c.client_ip, schema.decisions.c.created_at)
-_AFTER = select(*_EVENT_COLS).where(schema.decisions.c.seq > bindparam("b_after"),
-                                    schema.decisions.c.created_at >= bindparam("b_since")
+_AFTER = select(*_EVENT_COLS).where(schema.decisions.c.seq > bindparam("b_after")
                                     ).order_by(schema.decisions.c.seq).limit(CATCH_UP_BATCH_MAX)
+_GAP_ROWS = select(*_EVENT_COLS).where(schema.decisions.c.seq.in_(bindparam("b_seqs",
+                                                                           expanding=True)),
+                                       schema.decisions.c.created_at >= bindparam("b_since"))
 
 
 def refresh(conn: Connection, now: datetime) -> _State:
@@ -144,7 +154,11 @@ def refresh(conn: Connection, now: datetime) -> _State:
         return st
     row = conn.execute(_CHECK).first()
     if row is None:  # the version row is made on first use; its epoch names this database
-        store.set_state(conn)
+        try:
+            with conn.begin_nested():
+                store.set_state(conn)
+        except IntegrityError:  # another process made it first
+            pass
         row = conn.execute(_CHECK).one()
     versions = store.Versions(row[0], row[1], row[2], row[3])
     max_seq = int(row[4] or 0)
@@ -153,7 +167,7 @@ def refresh(conn: Connection, now: datetime) -> _State:
         st.versions = None
     if st.versions != versions:
         _reload(conn, st, versions)
-    if max_seq > st.feats.seen_max:  # another process (or a fresh start) wrote rows
+    if max_seq > st.feats.last_seq or st.feats.gaps:  # others wrote rows (or a fresh start)
         _catch_up(conn, st.feats, now)
     st.checked_in = conn.get_transaction()
     return st
@@ -179,21 +193,66 @@ def _reload(conn: Connection, st: _State, versions: store.Versions) -> None:
 
 
 def _catch_up(conn: Connection, feats: FeatureState, now: datetime) -> None:
+    """Fold the log rows other processes wrote since the last read.
+
+    On PostgreSQL a row's ``seq`` is drawn when it is inserted, so rows commit out of ``seq``
+    order: reading past a missing seq could skip a row that commits a moment later, and velocity
+    would undercount for good. A missing seq (not this process's own) is kept in ``gaps`` and
+    looked up again at each transaction until it appears or ``GAP_WAIT_S`` has passed (its
+    transaction rolled back: a failed payment leaves such a hole). SQLite has one writer at a
+    time, so a seq missing there has rolled back."""
     since = now - timedelta(days=8)
+    if feats.gaps:
+        _fill_gaps(conn, feats, since)
+    track = conn.dialect.name == "postgresql"
+    if feats.last_seq == 0:
+        # A fresh start folds the last days only: start past the older rows. On PostgreSQL a
+        # seq missing above that floor is a gap (its transaction may still be open).
+        feats.last_seq = int(conn.execute(_MAX_SEQ_BEFORE, {"b_since": since}).scalar() or 0)
+    # Every seq past ``last_seq`` is read, never skipped over: on PostgreSQL each statement
+    # sees the rows committed when it starts, so jumping to a ``MAX(seq)`` read by a later
+    # statement would pass over rows committed in between.
+    since_s = since.timestamp()
     while True:
-        rows = conn.execute(_AFTER, {"b_after": feats.last_seq, "b_since": since}).all()
+        rows = conn.execute(_AFTER, {"b_after": feats.last_seq}).all()
         for r in rows:
-            if r.seq not in feats.own:
-                feats.apply(Event(r.kind, r.subject_id, r.actor_id, r.amount, r.currency,
-                                  r.counterparty_id, r.sp_id, r.device_id, r.client_ip),
-                            r.created_at.timestamp())
+            if track and r.seq > feats.last_seq + 1:
+                _note_gaps(feats, range(feats.last_seq + 1, r.seq))
+            if r.seq not in feats.own and r.created_at.timestamp() >= since_s:
+                _apply_row(feats, r)
             feats.last_seq = r.seq
         if len(rows) < CATCH_UP_BATCH_MAX:
-            top = int(conn.execute(_MAX_SEQ).scalar() or 0)
-            feats.last_seq = max(feats.last_seq, top)  # past rows older than ``since``
-            feats.seen_max = max(feats.seen_max, feats.last_seq)
             feats.own = {s for s in feats.own if s > feats.last_seq}
             return
+
+
+def _apply_row(feats: FeatureState, r: Any) -> None:
+    feats.apply(Event(r.kind, r.subject_id, r.actor_id, r.amount, r.currency,
+                      r.counterparty_id, r.sp_id, r.device_id, r.client_ip),
+                r.created_at.timestamp())
+
+
+def _note_gaps(feats: FeatureState, seqs: range) -> None:
+    noticed = time.monotonic()
+    for seq in seqs[-GAPS_MAX:]:
+        if seq not in feats.own:
+            feats.gaps[seq] = noticed
+    if len(feats.gaps) > GAPS_MAX:  # oldest first: dicts keep insertion order
+        log.warning("risk log: %d missing seqs pending, dropping the oldest", len(feats.gaps))
+        for seq in list(feats.gaps)[:len(feats.gaps) - GAPS_MAX]:
+            del feats.gaps[seq]
+
+
+def _fill_gaps(conn: Connection, feats: FeatureState, since: datetime) -> None:
+    """Fold the rows that have appeared at seqs missing before; forget the old holes."""
+    wanted = sorted(feats.gaps)
+    for i in range(0, len(wanted), GAP_LOOKUP_CHUNK):
+        for r in conn.execute(_GAP_ROWS, {"b_seqs": wanted[i:i + GAP_LOOKUP_CHUNK],
+                                          "b_since": since}):
+            _apply_row(feats, r)
+            del feats.gaps[r.seq]
+    cutoff = time.monotonic() - GAP_WAIT_S
+    feats.gaps = {s: t for s, t in feats.gaps.items() if t > cutoff}
 
 
 # -- deciding ------------------------------------------------------------------------------
@@ -379,8 +438,7 @@ def _record(conn: Connection, row: tuple[Any, ...], st: _State | None) -> None:
             cursor.close()
     owner = st if st is not None else _STATES.get(conn.engine)
     if owner is not None:
-        owner.feats.own.add(seq)
-        owner.feats.seen_max = max(owner.feats.seen_max, seq)
+        owner.feats.wrote(seq)
 
 
 _LOG_COLUMNS = ("id", "kind", "subject_id", "actor_id", "counterparty_id", "sp_id", "device_id",

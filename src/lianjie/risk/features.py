@@ -3,8 +3,9 @@
 The state is a fold of the decision log (``risk_decisions``): every decided event, allowed,
 reviewed or blocked, is applied once, in ``seq`` order. So it survives a restart (rebuilt from
 the last ``WINDOW_LONG_S`` of the log) and stays in step across processes (each reads the log
-rows past the last ``seq`` it applied before deciding). Decisions run on the single writer
-thread of a process, so the state needs no locks. A process folds each event as it decides it
+rows past the last ``seq`` it applied before deciding, and comes back for a lower ``seq`` that
+was missing then: on PostgreSQL rows commit out of ``seq`` order). Decisions run on the single
+writer thread of a process, so the state needs no locks. A process folds each event as it decides it
 (an attempt counts even when the payment then fails, say for insufficient funds: attempts are
 what card testers and account takers make many of); such a failed attempt leaves no log row,
 so a restarted process does not count it: the one difference between live and rebuilt state.
@@ -250,9 +251,23 @@ class FeatureState:
         self.today = 0
         self.small: dict[str, deque[float]] = {}  # merchant -> times of small payments, 1 h
         self.groups = UnionFind()
-        self.last_seq = 0  # the log is folded up to here
-        self.seen_max = 0  # the highest seq folded or written by this process
+        self.last_seq = 0  # the log is folded up to here, but for ``gaps``
         self.own: set[int] = set()  # seqs this process wrote (and folded) past ``last_seq``
+        # Seqs at or below ``last_seq`` that were missing when the log was read past them, and
+        # when (monotonic seconds): on PostgreSQL a seq is drawn at insert, so a lower one may
+        # still commit after a higher one was read (or never: its transaction rolled back).
+        self.gaps: dict[int, float] = {}
+
+    def wrote(self, seq: int) -> None:
+        """This process logged ``seq`` (its event already folded): never fold it again, and
+        move ``last_seq`` over it when nothing before it is missing."""
+        if seq <= self.last_seq:
+            return
+        own = self.own
+        own.add(seq)
+        while self.last_seq + 1 in own:
+            self.last_seq += 1
+            own.discard(self.last_seq)
 
     @staticmethod
     def _keys(e: Event) -> list[str]:
