@@ -9,11 +9,12 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from conftest import Api
 from lianjie import clearing, credit
 from lianjie.clearing import ClearingConfig
+from lianjie.credit.schema import applications
 from test_credit_api import _world
 
 SHARE_BPS = 5000
@@ -148,3 +149,26 @@ def test_credit_alone_takes_the_business_days_share_from_pending(api: Api) -> No
     got = api.ok("GET", f"/v1/credit/loans/{loan['id']}", shop["api_key"])
     assert got["owed"] < loan["owed"]
     api.verify()
+
+
+def _status(api: Api, app_id: str) -> str:
+    with api.rt.engine.connect() as conn:
+        return str(conn.execute(select(applications.c.status).where(
+            applications.c.id == app_id)).scalar_one())
+
+
+def test_an_offer_expires_at_its_time_not_at_the_end_of_the_calendar_day(api: Api) -> None:
+    w = _world(api, receipt_share_bps=SHARE_BPS)
+    mkey = w["merchant"]["api_key"]
+    app = api.ok("POST", "/v1/credit/applications", mkey,
+                 {"product_id": w["product"]["id"], "amount": 200_000})
+    tz, cutoff = "Asia/Shanghai", time(18, 0)
+    day = api.clock.now().astimezone(LOCAL).date() + timedelta(days=1)
+    with api.rt.engine.begin() as conn:  # the offer runs out at 20:00, after the cut-off
+        conn.execute(applications.update().where(applications.c.id == app["id"])
+                     .values(expires_at=_local(day, 20)))
+    credit.run_end_of_day(api.rt.engine, day, now=_local(day, 18, 30), tz=tz, cutoff=cutoff)
+    assert _status(api, app["id"]) == "approved"  # its day closed before it ran out
+    credit.run_end_of_day(api.rt.engine, day + timedelta(days=1),
+                          now=_local(day + timedelta(days=1), 18, 30), tz=tz, cutoff=cutoff)
+    assert _status(api, app["id"]) == "expired"

@@ -139,8 +139,12 @@ def _step(conn: Connection, *, now: datetime, day: int, step: str, zone: ZoneInf
                     ).first() is not None:
         return -1
     local = now.astimezone(zone)
-    n = _receipts(conn, local, day, source) if step == "receipts" else \
-        _STEP_FNS[step](conn, local, day)
+    if step == "receipts":
+        n = _receipts(conn, local, day, source)
+    elif step == "expire_offers":
+        n = _expire_offers(conn, local, day, source)
+    else:
+        n = _STEP_FNS[step](conn, local, day)
     conn.execute(t.insert().values(business_day=day, step=step, items=n, finished_at=now))
     return n
 
@@ -295,9 +299,10 @@ def _write_off(conn: Connection, now: datetime, day: int) -> int:
     return len(ids)
 
 
-def _expire_offers(conn: Connection, now: datetime, day: int) -> int:
-    end = datetime.combine(schedule.date_of(day) + timedelta(days=1), time(0),
-                           tzinfo=now.tzinfo)
+def _expire_offers(conn: Connection, now: datetime, day: int, source: _Receipts) -> int:
+    """Expire the offers whose time has passed by the end of the business day (its cut-off),
+    and never one whose time is still to come when the step runs."""
+    end = min(now, business_day_end(schedule.date_of(day), source.tz, source.cutoff))
     t = applications
     return int(conn.execute(t.update().where(
         t.c.status.in_(("approved", "accepted")), t.c.expires_at <= end)
@@ -310,5 +315,5 @@ def _daily(conn: Connection, now: datetime, day: int) -> int:
 
 _STEP_FNS: dict[str, Callable[[Connection, datetime, int], int]] = {
     "accrue": _accrue, "delinquency": _delinquency,
-    "write_off": _write_off, "daily": _daily, "expire_offers": _expire_offers,
+    "write_off": _write_off, "daily": _daily,
 }
