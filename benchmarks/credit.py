@@ -26,7 +26,9 @@ import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from datetime import time as day_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, create_engine, text
 
@@ -131,10 +133,13 @@ def bench_accrual(engine: Engine, loans: int) -> dict[str, Any]:
         run_now(engine, lambda c, a=loan_rows, b=funder_rows, d=inst_rows: _insert(c, a, b, d))
     setup_s = time.perf_counter() - t0
     t = time.perf_counter()
-    n_acc = run_now(engine, lambda c: eod._step(c, now=NOW, day=day, step="accrue"))
+    bounds = eod._Day("UTC", day_time(0), None)
+    n_acc = run_now(engine, lambda c: eod._step(c, now=NOW, day=day, step="accrue",
+                                                zone=ZoneInfo("UTC"), bounds=bounds))
     accrue_s = time.perf_counter() - t
     t = time.perf_counter()
-    n_del = run_now(engine, lambda c: eod._step(c, now=NOW, day=day, step="delinquency"))
+    n_del = run_now(engine, lambda c: eod._step(c, now=NOW, day=day, step="delinquency",
+                                                zone=ZoneInfo("UTC"), bounds=bounds))
     delinquency_s = time.perf_counter() - t
     return {"accrual_loans": n_acc, "accrual_s": round(accrue_s, 2),
             "accrual_loans_per_s": round(n_acc / accrue_s),
@@ -152,8 +157,8 @@ def _insert(conn: Any, loan_rows: list[tuple[Any, ...]], funder_rows: list[tuple
         "interest_paid, penalty_paid, fee_paid, accrued_through_day, unpaid_since_day, dpd, "
         f"written_off_day, written_off_amount, recovered_amount, entry_id, created_at) "
         f"VALUES ({marks(28)})", loan_rows)
-    conn.exec_driver_sql("INSERT INTO credit_loan_funders VALUES (" + marks(5) + ")",
-                         funder_rows)
+    conn.exec_driver_sql("INSERT INTO credit_loan_funders (loan_id, funder_id, share_bps, "
+                         f"principal, principal_outstanding) VALUES ({marks(5)})", funder_rows)
     conn.exec_driver_sql("INSERT INTO credit_instalments VALUES (" + marks(6) + ")", inst_rows)
 
 

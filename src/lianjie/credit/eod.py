@@ -107,9 +107,9 @@ def run_end_of_day(target: Engine | Connection, business_date: date, *,
     first = min(day, run(lambda c: _first_day(c, day)))
     done: dict[str, int] = {}
     for d in range(max(first, day - CATCH_UP_DAYS_MAX), day + 1):
-        source = _Receipts(tz, cutoff, None if held is None else held if d == day else {})
+        bounds = _Day(tz, cutoff, None if held is None else held if d == day else {})
         for step in STEPS:
-            n: int = run(partial(_step, now=when, day=d, step=step, zone=zone, source=source))
+            n: int = run(partial(_step, now=when, day=d, step=step, zone=zone, bounds=bounds))
             if d == day:
                 done[step] = n
     return done
@@ -125,26 +125,23 @@ def _first_day(conn: Connection, day: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _Receipts:
-    """Where a day's repayments from receipts come from (see the module docstring)."""
+class _Day:
+    """A business day as its steps see it: where it ends (time zone and cut-off), and what
+    settlement held back for loans out of its net (None when credit runs on its own: receipts
+    then come from ``merchant_pending``; see the module docstring)."""
     tz: str
     cutoff: time
     held: Held | None
 
 
 def _step(conn: Connection, *, now: datetime, day: int, step: str, zone: ZoneInfo,
-          source: _Receipts) -> int:
+          bounds: _Day) -> int:
     t = eod_steps
     if conn.execute(select(t.c["items"]).where(t.c.business_day == day, t.c.step == step)
                     ).first() is not None:
         return -1
     local = now.astimezone(zone)
-    if step == "receipts":
-        n = _receipts(conn, local, day, source)
-    elif step == "expire_offers":
-        n = _expire_offers(conn, local, day, source)
-    else:
-        n = _STEP_FNS[step](conn, local, day)
+    n = _STEP_FNS[step](conn, local, day, bounds)
     conn.execute(t.insert().values(business_day=day, step=step, items=n, finished_at=now))
     return n
 
@@ -172,11 +169,11 @@ def receipts_holdback(conn: Connection, business_date: date, settled: Held) -> d
     return dict(out)
 
 
-def _receipts(conn: Connection, now: datetime, day: int, source: _Receipts) -> int:
-    if source.held is not None:
-        return _receipts_held(conn, now, day, source.held)
-    end = to_us(business_day_end(schedule.date_of(day), source.tz, source.cutoff))
-    start = to_us(business_day_end(schedule.date_of(day - 1), source.tz, source.cutoff))
+def _receipts(conn: Connection, now: datetime, day: int, bounds: _Day) -> int:
+    if bounds.held is not None:
+        return _receipts_held(conn, now, day, bounds.held)
+    end = to_us(business_day_end(schedule.date_of(day), bounds.tz, bounds.cutoff))
+    start = to_us(business_day_end(schedule.date_of(day - 1), bounds.tz, bounds.cutoff))
     rows = conn.execute(text(
         "SELECT l.id, l.merchant_id, l.currency, p.receipt_share_bps, "
         "  (SELECT COALESCE(SUM(o.amount - o.fee_amount), 0) FROM payment_orders o "
@@ -236,7 +233,7 @@ _LATE_FEE = (f"(CASE WHEN {_LOAN}.dpd = 1 THEN (SELECT p.late_fee FROM credit_pr
              f"WHERE p.id = {_LOAN}.product_id) ELSE 0 END)")
 
 
-def _accrue(conn: Connection, now: datetime, day: int) -> int:
+def _accrue(conn: Connection, now: datetime, day: int, _bounds: _Day) -> int:
     where = (f"{_LOAN}.status = 'active' AND {_LOAN}.accrued_through_day < :day "
              f"AND {_LOAN}.disbursed_day <= :day")
     _book_set(conn, now, day, "accrue", _DAILY, where, Purpose.INTEREST_RECEIVABLE,
@@ -272,7 +269,7 @@ def _book_set(conn: Connection, now: datetime, day: int, what: str, amount: str,
         post_legs(conn, now, f"credit:{what}:{day}:{cur}", f"loan_{what}", legs)
 
 
-def _delinquency(conn: Connection, now: datetime, day: int) -> int:
+def _delinquency(conn: Connection, now: datetime, day: int, _bounds: _Day) -> int:
     """Days past due for every active loan; penalty interest and the late fee, set-based."""
     conn.execute(text(
         f"UPDATE {_LOAN} SET dpd = CASE WHEN unpaid_since_day IS NOT NULL AND "
@@ -290,7 +287,7 @@ def _delinquency(conn: Connection, now: datetime, day: int) -> int:
         f"fee_unpaid = fee_unpaid + {_LATE_FEE} WHERE {where}"), {"day": day}).rowcount)
 
 
-def _write_off(conn: Connection, now: datetime, day: int) -> int:
+def _write_off(conn: Connection, now: datetime, day: int, _bounds: _Day) -> int:
     ids = conn.execute(text(
         "SELECT l.id FROM credit_loans l JOIN credit_products p ON p.id = l.product_id "
         "WHERE l.status = 'active' AND l.dpd >= p.writeoff_dpd ORDER BY l.id")).scalars().all()
@@ -299,21 +296,21 @@ def _write_off(conn: Connection, now: datetime, day: int) -> int:
     return len(ids)
 
 
-def _expire_offers(conn: Connection, now: datetime, day: int, source: _Receipts) -> int:
+def _expire_offers(conn: Connection, now: datetime, day: int, bounds: _Day) -> int:
     """Expire the offers whose time has passed by the end of the business day (its cut-off),
     and never one whose time is still to come when the step runs."""
-    end = min(now, business_day_end(schedule.date_of(day), source.tz, source.cutoff))
+    end = min(now, business_day_end(schedule.date_of(day), bounds.tz, bounds.cutoff))
     t = applications
     return int(conn.execute(t.update().where(
         t.c.status.in_(("approved", "accepted")), t.c.expires_at <= end)
         .values(status="expired", open_key=None)).rowcount)
 
 
-def _daily(conn: Connection, now: datetime, day: int) -> int:
+def _daily(conn: Connection, now: datetime, day: int, _bounds: _Day) -> int:
     return daily.refresh(conn, *daily.refresh_window(now, day))
 
 
-_STEP_FNS: dict[str, Callable[[Connection, datetime, int], int]] = {
-    "accrue": _accrue, "delinquency": _delinquency,
-    "write_off": _write_off, "daily": _daily,
+_STEP_FNS: dict[str, Callable[[Connection, datetime, int, _Day], int]] = {
+    "receipts": _receipts, "accrue": _accrue, "delinquency": _delinquency,
+    "write_off": _write_off, "daily": _daily, "expire_offers": _expire_offers,
 }
