@@ -134,8 +134,8 @@ async def order_qr(order_id: str, kind: Literal["png", "svg"], rt: RT, p: Caller
 
 def pay_order_action(rt: Runtime, p: Principal, order_id: str, body: PayIn,
                      client: ClientContext) -> Action:
-    """The unit of work of ``POST /v1/orders/{id}/pay`` (also run by ``api.fastpath``)."""
-    require_role(p, Role.CONSUMER)
+    """The unit of work of ``POST /v1/orders/{id}/pay`` (also run by ``api.fastpath``), for a
+    caller both paths have already checked is a consumer."""
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         # Any consumer holding the order's id (its QR code) may try to pay it, and is told why
