@@ -51,12 +51,17 @@ def test_a_grab_the_engine_would_review_is_blocked(api: Api) -> None:
     api.verify()
 
 
-def test_a_blocklisted_consumer_cannot_claim_a_coupon(api: Api) -> None:
+def _spring_template(api: Api) -> dict[str, Any]:
+    """A month-long campaign with a budget of 5000 and a claimable 3-off coupon template."""
     ends = int(api.clock.now().timestamp()) + 30 * 86_400
     campaign = api.ok("POST", "/v1/campaigns", api.operator_key,
                       {"name": "Spring", "budget": 5000, "ends_at": ends})
-    template = api.ok("POST", f"/v1/campaigns/{campaign['id']}/coupon_templates",
-                      api.operator_key, {"name": "3 off", "kind": "fixed", "amount_off": 300})
+    return api.ok("POST", f"/v1/campaigns/{campaign['id']}/coupon_templates",
+                  api.operator_key, {"name": "3 off", "kind": "fixed", "amount_off": 300})
+
+
+def test_a_blocklisted_consumer_cannot_claim_a_coupon(api: Api) -> None:
+    template = _spring_template(api)
     eve, dan = api.consumer(), api.consumer()
     api.ok("POST", "/v1/risk/lists", api.operator_key, {"list": "block", "value": eve["id"]})
     path = f"/v1/coupon_templates/{template['id']}/claim"
@@ -69,11 +74,7 @@ def test_a_blocklisted_consumer_cannot_claim_a_coupon(api: Api) -> None:
 
 
 def test_a_coupon_on_a_payment_review_rejects_is_the_payers_again(api: Api) -> None:
-    ends = int(api.clock.now().timestamp()) + 30 * 86_400
-    campaign = api.ok("POST", "/v1/campaigns", api.operator_key,
-                      {"name": "Spring", "budget": 5000, "ends_at": ends})
-    template = api.ok("POST", f"/v1/campaigns/{campaign['id']}/coupon_templates",
-                      api.operator_key, {"name": "3 off", "kind": "fixed", "amount_off": 300})
+    template = _spring_template(api)
     shop, payer = api.merchant(), api.consumer(funds=10_000)
     coupon = api.ok("POST", f"/v1/coupon_templates/{template['id']}/claim", payer["api_key"], {})
     api.ok("POST", "/v1/risk/rule_sets", api.operator_key, {"rules": [
@@ -89,7 +90,8 @@ def test_a_coupon_on_a_payment_review_rejects_is_the_payers_again(api: Api) -> N
     assert api.balance(payer) == 10_000
     mine = api.ok("GET", "/v1/coupons", payer["api_key"])["data"]
     assert [(c["id"], c["status"]) for c in mine] == [(coupon["id"], "active")]
-    budget = api.ok("GET", f"/v1/campaigns/{campaign['id']}", api.operator_key)["budget_left"]
+    budget = api.ok("GET", f"/v1/campaigns/{template['campaign_id']}",
+                    api.operator_key)["budget_left"]
     assert budget == 5000
     # The coupon works again on the next payment, once the built-in rules are back.
     api.ok("POST", "/v1/risk/rule_sets/0/activate", api.operator_key, {})
