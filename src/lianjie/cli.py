@@ -96,7 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     base_url = f"http://{args.host}:{args.port}"
     if args.workers != 1:
         return _serve_workers(args, engine, base_url, key)
-    app = create_app(make_runtime(engine, cfg=PaymentsConfig(base_url=base_url)))
+    app = create_app(make_runtime(engine, cfg=PaymentsConfig(base_url=base_url)),
+                     keep_heap=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level=args.log_level,
                                            access_log=args.access_log))

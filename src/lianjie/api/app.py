@@ -24,6 +24,7 @@ from lianjie.api import (
 )
 from lianjie.api.background import Background
 from lianjie.api.fastpath import LianjieApp
+from lianjie.api.heap import HeapKeeper
 from lianjie.api.keys import KeyCache
 from lianjie.api.runtime import Runtime, json
 from lianjie.clock import Clock, SystemClock
@@ -37,18 +38,24 @@ def make_runtime(engine: Engine, *, clock: Clock | None = None,
                    cfg=cfg or PaymentsConfig(), key_cache=KeyCache())
 
 
-def create_app(rt: Runtime, *, background: bool = True) -> LianjieApp:
+def create_app(rt: Runtime, *, background: bool = True, keep_heap: bool = False
+               ) -> LianjieApp:
     """The app: FastAPI, with the order, pay and grab routes answered below it
-    (``api.fastpath``)."""
+    (``api.fastpath``). ``keep_heap``: a server process's own (``api.heap``)."""
     @asynccontextmanager
     async def lifespan(_app: LianjieApp) -> AsyncIterator[None]:
         rt.committer.start()
         worker = Background(rt) if background else None
         if worker:
             worker.start()
+        heap = HeapKeeper() if keep_heap else None
+        if heap:
+            heap.start()
         try:
             yield
         finally:
+            if heap:
+                heap.stop()
             if worker:
                 worker.stop()
             rt.committer.stop()

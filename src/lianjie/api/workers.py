@@ -99,7 +99,7 @@ def _worker_main(*, database_url: str, base_url: str, home: str, host: str, port
     os.setpgid(0, 0)
     lock = _background_lock(Path(home))
     runtime = make_runtime(make_engine(database_url), cfg=PaymentsConfig(base_url=base_url))
-    app = create_app(runtime, background=lock is not None)
+    app = create_app(runtime, background=lock is not None, keep_heap=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log))
     threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
     server.run(sockets=[listening_socket(host, port)])
