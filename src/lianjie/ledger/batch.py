@@ -32,6 +32,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lianjie.clock import to_us
+from lianjie.db import DriverSql
 from lianjie.errors import ErrorCode
 from lianjie.ledger import schema as s
 from lianjie.ledger.history import legs_from_postings
@@ -324,8 +325,12 @@ def _allocate_entry_ids(conn: Connection, n: int) -> Sequence[int]:
         assert len(ids) == n
         return sorted(ids)
     # SQLite: the caller holds the write lock, so max(id) cannot move under us.
-    top = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one()
+    top = _MAX_ENTRY_ID.run(conn, ()).fetchone()[0]
     return range(top + 1, top + 1 + n)
+
+
+# Run once per batch, so once per payment on the HTTP path: driver SQL (``db.DriverSql``).
+_MAX_ENTRY_ID = DriverSql("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")
 
 
 # -- 3. apply ------------------------------------------------------------------------------------
