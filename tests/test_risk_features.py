@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lianjie.risk.features import Event, FeatureState, Velocity
+from lianjie.risk.features import (
+    DISTINCT_PRUNE_MIN,
+    WINDOW_LONG_S,
+    Event,
+    FeatureState,
+    Seen,
+    Velocity,
+)
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -42,6 +49,28 @@ def _pay(state: FeatureState, when: datetime, actor: str, cp: str, amount: int =
     feats = state.features(e, when)
     state.apply(e, when.timestamp())
     return feats
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * DISTINCT_PRUNE_MIN), st.floats(-7_200, 40_000),
+                          st.floats(-90_000, 90_000)), max_size=400))
+def test_distinct_counts_equal_a_scan_of_last_seen(steps: list[tuple[int, float, float]]
+                                                   ) -> None:
+    """Others seen, with time moving on and events arriving late, and counts asked at times
+    before and after the latest event: the sorted times give the count a scan would, and the
+    map (whose order loop detection walks) is what assignment alone would make."""
+    seen, last, t = Seen(), {}, 5_000_000.0
+    for other, step, probe in steps:
+        t += step
+        seen.add(f"o{other}", t)
+        last[f"o{other}"] = t
+        if len(seen.last) < len(last):  # pruned: what is older than the long window goes
+            last = {k: v for k, v in last.items() if v > t - WINDOW_LONG_S}
+        assert list(seen.last.items()) == list(last.items())
+        assert seen.times == sorted(last.values())
+        for window in (86_400.0, 3_600.0):
+            cutoff = t + probe - window
+            assert seen.distinct(t + probe, window) == sum(v > cutoff for v in last.values())
 
 
 def test_loops_groups_and_history() -> None:
