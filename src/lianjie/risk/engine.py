@@ -23,6 +23,7 @@ the model are reloaded when the version row says they changed.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -325,6 +326,25 @@ def outcome_of(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet, model_p: 
     if score >= rule_set.review_score:
         return "review", score
     return "allow", score
+
+
+def model_headroom(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet) -> float:
+    """What the model must still add for ``outcome_of`` to stop an event (review or block),
+    given the rules that fired, as a share of its review points: the event is stopped exactly
+    when ``model_p / model.threshold >= model_headroom(...)``. 0 when the acting rules stop it
+    already, infinity when one allows it outright, 1 when no rule added anything. Training
+    uses it to choose the model's threshold for the rules it will serve beside."""
+    acting = [r for r in fired if not r.shadow]
+    actions = {r.action for r in acting}
+    if "block" in actions:
+        return 0.0
+    if "allow" in actions:
+        return math.inf
+    if "review" in actions:
+        return 0.0
+    score = sum(r.weight for r in acting if r.action == "score")
+    stop_at = min(rule_set.review_score, rule_set.block_score)
+    return max(0.0, (stop_at - score) / rule_set.review_score)
 
 
 def decide(conn: Connection, now: datetime, event: Event, *, reviewable: bool = True
