@@ -48,6 +48,7 @@ def test_train_from_csv_register_and_refuse_a_corrupt_model(
                  "--output", str(model_file)]) == 0
     out = capsys.readouterr().out
     assert '"auc"' in out and "registered model version 1 (active)" in out
+    assert '"rules_version": 0' in out  # its threshold was chosen beside the built-in rules
     assert _versions(engine).model == 1
     # A corrupt file and a truncated one are refused; version 1 stays active.
     (tmp_path / "bad.txt").write_text("tree\nnot a model\n")

@@ -243,15 +243,18 @@ class TrainIn(Body):
 @router.post("/models/train", status_code=201)
 async def train_model(body: TrainIn, request: Request, rt: RT, p: Caller) -> Response:
     """Train on the labelled decisions (case outcomes and imported labels), or on a labelled
-    CSV sent as ``csv``, and register the model as the next version if it loads."""
+    CSV sent as ``csv``, and register the model as the next version if it loads. Its threshold
+    is chosen for the active rule set and the model together (``training.train``)."""
     _operator(p)
     idempotency.check_key(request.headers.get("idempotency-key"))
     if body.csv is not None:
         data = training.from_csv_text(body.csv)
     else:
         data = await rt.read(lambda c: training.from_decisions(c, labelled_only=True))
+    rule_set = await rt.read(training.active_rule_set)
     text, metrics = await anyio.to_thread.run_sync(
-        lambda: training.train(data, test_share=body.test_share, fpr_max=body.fpr_max))
+        lambda: training.train(data, rule_set=rule_set, test_share=body.test_share,
+                               fpr_max=body.fpr_max))
 
     def action(conn: Connection) -> tuple[int, dict[str, Any]]:
         version = models.do_register(conn, rt.clock.now(), text, risk.MODEL_FEATURES, metrics)

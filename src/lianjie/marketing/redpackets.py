@@ -332,7 +332,7 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str, reqs: list[Gra
         err = DomainError(E.RED_PACKET_EXPIRED, "the red packet has expired", "id")
         return [err] * len(reqs)
     refused, wallets = _refusals(conn, packet, [r.consumer_id for r in reqs], taken_in_batch)
-    ask_risk = risk.asks(conn)
+    screening = risk.Screening(conn, now) if risk.asks(conn) else None
     outcomes: list[Grab | DomainError] = []
     entries: list[Entry] = []
     rows: list[dict[str, Any]] = []
@@ -348,10 +348,9 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str, reqs: list[Gra
             continue
         amount = split.share(packet.split, packet.seed, packet.amount, packet.shares, seq,
                              taken)
-        if ask_risk:
+        if screening is not None:
             try:
-                risk.screen(conn, now, "grab", c, packet.id, amount, packet.currency,
-                            req.device_id)
+                screening.grab(c, packet.id, amount, packet.currency, req.device_id)
             except RiskDeclined as declined:  # this grab only: log the decision, go on
                 declined.record(conn)
                 outcomes.append(declined)
@@ -370,6 +369,8 @@ def _grab_packet(conn: Connection, now: datetime, packet_id: str, reqs: list[Gra
         refused[c] = DomainError(E.ALREADY_GRABBED, "you already grabbed this red packet", "id")
         seq += 1
         taken += amount
+    if screening is not None:
+        screening.finish()  # the batch's decisions are logged in this unit, blocks included
     if not entries:
         return outcomes
     _post_grabs(conn, now, packet, entries, rows, seq, taken)

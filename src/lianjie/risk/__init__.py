@@ -16,12 +16,14 @@ from lianjie.risk.cases import (
     register_resolver,
 )
 from lianjie.risk.engine import (
+    Batch,
     Decision,
     RiskConfig,
     RiskDeclined,
     config_of,
     configure,
     decide,
+    decide_many,
 )
 from lianjie.risk.features import FEATURES, MODEL_FEATURES, Event
 from lianjie.risk.rules import DEFAULT_RULES, Rule, RuleSet
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_RULES",
     "FEATURES",
     "MODEL_FEATURES",
+    "Batch",
     "Case",
     "Decision",
     "Event",
@@ -42,6 +45,7 @@ __all__ = [
     "config_of",
     "configure",
     "decide",
+    "decide_many",
     "do_add_to_list",
     "do_claim",
     "do_decide",

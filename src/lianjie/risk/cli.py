@@ -41,16 +41,15 @@ def _print(payload: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    if args.csv:
-        data = training.from_csv(Path(args.csv))
-    else:
-        with engine.connect() as conn:
-            data = training.from_decisions(conn, since=_when(args.since),
-                                           until=_when(args.until), labelled_only=True)
+    with engine.connect() as conn:
+        rule_set = training.active_rule_set(conn)
+        data = training.from_csv(Path(args.csv)) if args.csv else training.from_decisions(
+            conn, since=_when(args.since), until=_when(args.until), labelled_only=True)
     print(f"training on {int((data.labels >= 0).sum())} labelled events "
           f"({int((data.labels == 1).sum())} fraudulent), the latest {args.test_share:.0%} "
-          "held out")
-    text, metrics = training.train(data, test_share=args.test_share, fpr_max=args.fpr_max)
+          f"held out; threshold for rule set version {rule_set.version} beside the model")
+    text, metrics = training.train(data, rule_set=rule_set, test_share=args.test_share,
+                                   fpr_max=args.fpr_max)
     _print(metrics)
     if args.output:
         Path(args.output).write_text(text)
@@ -146,7 +145,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     t.add_argument("--until")
     t.add_argument("--test-share", type=float, default=0.25)
     t.add_argument("--fpr-max", type=float, default=0.001,
-                   help="legitimate share flagged at the model's threshold (default 0.1%%)")
+                   help="legitimate share stopped by the active rules and the model together "
+                   "on the validation slice (default 0.1%%)")
     t.add_argument("--output", help="also write the model text here")
     t.add_argument("--no-register", action="store_true")
     t.add_argument("--no-activate", action="store_true")

@@ -23,6 +23,7 @@ the model are reloaded when the version row says they changed.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -53,6 +54,7 @@ GAP_WAIT_S = 30.0
 GAPS_MAX = 10_000
 GAP_LOOKUP_CHUNK = 1000
 CASE_TTL_S_DEFAULT = 24 * 3600
+DECIDE_MANY_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,25 @@ def outcome_of(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet, model_p: 
     return "allow", score
 
 
+def model_headroom(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet) -> float:
+    """What the model must still add for ``outcome_of`` to stop an event (review or block),
+    given the rules that fired, as a share of its review points: the event is stopped exactly
+    when ``model_p / model.threshold >= model_headroom(...)``. 0 when the acting rules stop it
+    already, infinity when one allows it outright, 1 when no rule added anything. Training
+    uses it to choose the model's threshold for the rules it will serve beside."""
+    acting = [r for r in fired if not r.shadow]
+    actions = {r.action for r in acting}
+    if "block" in actions:
+        return 0.0
+    if "allow" in actions:
+        return math.inf
+    if "review" in actions:
+        return 0.0
+    score = sum(r.weight for r in acting if r.action == "score")
+    stop_at = min(rule_set.review_score, rule_set.block_score)
+    return max(0.0, (stop_at - score) / rule_set.review_score)
+
+
 def decide(conn: Connection, now: datetime, event: Event, *, reviewable: bool = True
            ) -> Decision:
     """Decide on ``event``; raise ``RiskDeclined`` on block (see the module docstring).
@@ -335,7 +356,22 @@ def decide(conn: Connection, now: datetime, event: Event, *, reviewable: bool = 
     coupon claim) is blocked where another would go to review."""
     st = refresh(conn, now)
     if not st.cfg.enabled:
-        return Decision("", "allow", 0.0, (), (), (), 0, 0, event, {})
+        return _unlogged(event)
+    decision, row = _decide(st, now, event, reviewable)
+    if decision.outcome == "block":
+        raise RiskDeclined(decision, lambda c: _record(c, row, None))
+    _record(conn, row, st)
+    return decision
+
+
+def _unlogged(event: Event) -> Decision:
+    """What the engine answers when it is off for the database: allow, and nothing logged."""
+    return Decision("", "allow", 0.0, (), (), (), 0, 0, event, {})
+
+
+def _decide(st: _State, now: datetime, event: Event, reviewable: bool
+            ) -> tuple[Decision, tuple[Any, ...]]:
+    """The decision and its log row; the event is folded into the state (not yet logged)."""
     feats = st.feats.features(event, now)
     feats.update(_list_features(st, event, now))
     fired, failed = evaluate(st.rules, feats)
@@ -352,15 +388,72 @@ def decide(conn: Connection, now: datetime, event: Event, *, reviewable: bool = 
         st.rule_set.version, st.model.version if st.model else 0, event, feats)
     if failed:
         log.warning("risk rules failed to evaluate: %s", ", ".join(failed))
-    row = _log_row(decision, now, p)
     # The event counts from now on in this process, whatever happens to the unit: an attempt
     # is a signal even when it then fails (see features' docstring).
-    t = now.timestamp()
-    st.feats.apply(event, t)
-    if outcome == "block":
-        raise RiskDeclined(decision, lambda c: _record(c, row, None))
-    _record(conn, row, st)
-    return decision
+    st.feats.apply(event, now.timestamp())
+    return decision, _log_row(decision, now, p)
+
+
+class Batch:
+    """Decisions on several events inside one unit of work, for callers that decide many at
+    once (a batch of red packet grabs): what ``decide`` does for each, in order, but the
+    engine's state is brought in step once (``refresh``) and the log rows are written together
+    by ``flush``, in decision order, with one ``executemany``.
+
+    Each event is folded into the state as it is decided, so the next one's velocity counts
+    it, as with ``decide`` one by one: the decisions, their features and their log rows are the
+    same. ``decide`` raises ``RiskDeclined`` on block as usual; its ``record``, called on this
+    connection before ``flush``, queues the row in its place among the others (afterwards, or
+    on another connection, it writes it at once). Call ``flush`` before the unit commits: a
+    row not flushed is not logged, and its event stays counted in this process only."""
+
+    def __init__(self, conn: Connection, now: datetime) -> None:
+        self.conn, self.now = conn, now
+        self.st = refresh(conn, now)
+        self.rows: list[tuple[Any, ...]] = []
+        self.flushed = False
+
+    def decide(self, event: Event, *, reviewable: bool = True) -> Decision:
+        assert not self.flushed, "a flushed batch decides no more"
+        if not self.st.cfg.enabled:
+            return _unlogged(event)
+        decision, row = _decide(self.st, self.now, event, reviewable)
+        if decision.outcome == "block":
+            raise RiskDeclined(decision, lambda c: self._record_block(c, row))
+        self.rows.append(row)
+        return decision
+
+    def _record_block(self, conn: Connection, row: tuple[Any, ...]) -> None:
+        if conn is self.conn and not self.flushed:
+            self.rows.append(row)
+        else:
+            _record(conn, row, None)
+
+    def flush(self) -> None:
+        """Write the queued log rows (one ``executemany``) and remember their seqs."""
+        self.flushed = True
+        if self.rows:
+            _record_many(self.conn, self.rows, self.st)
+            self.rows = []
+
+
+def decide_many(conn: Connection, now: datetime, events: list[Event], *,
+                reviewable: bool = True) -> list[Decision | RiskDeclined]:
+    """``decide`` on each event in order, as one ``Batch``: a block is returned (not raised)
+    as its ``RiskDeclined``, already logged with the others in this unit of work. For callers
+    whose later events do not depend on earlier outcomes; one whose do (a grab's share depends
+    on the grabs allowed before it) uses ``Batch`` itself."""
+    assert len(events) <= DECIDE_MANY_MAX, "decide a bounded batch at a time"
+    batch = Batch(conn, now)
+    out: list[Decision | RiskDeclined] = []
+    for event in events:
+        try:
+            out.append(batch.decide(event, reviewable=reviewable))
+        except RiskDeclined as declined:
+            declined.record(conn)
+            out.append(declined)
+    batch.flush()
+    return out
 
 
 def _decision_id() -> str:
@@ -439,6 +532,38 @@ def _record(conn: Connection, row: tuple[Any, ...], st: _State | None) -> None:
     owner = st if st is not None else _STATES.get(conn.engine)
     if owner is not None:
         owner.feats.wrote(seq)
+
+
+def _record_many(conn: Connection, rows: list[tuple[Any, ...]], st: _State) -> None:
+    """Log several decisions with one ``executemany`` and remember every row's ``seq``, as
+    ``_record`` does for one. SQLite: one writer holds the database while the rows go in, so
+    they take consecutive seqs ending at ``last_insert_rowid()``. PostgreSQL: each row's seq
+    comes back through ``RETURNING`` (psycopg's ``executemany(returning=True)``, one result
+    set a row); catch-up tracks the gaps other transactions leave, never this one's rows."""
+    sql, returning = _insert_sql(conn)
+    if conn.get_transaction() is None:
+        conn.begin()  # what SQLAlchemy's autobegin does for its own statements
+    driver: Any = conn.connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        if returning:
+            cursor.executemany(sql, rows, returning=True)
+            seqs = []
+            while True:
+                seqs.append(int(cursor.fetchone()[0]))
+                if not cursor.nextset():
+                    break
+        else:
+            cursor.executemany(sql, rows)
+            assert cursor.rowcount == len(rows), (cursor.rowcount, len(rows))
+            cursor.execute("SELECT last_insert_rowid()")
+            last = int(cursor.fetchone()[0])
+            seqs = list(range(last - len(rows) + 1, last + 1))
+    finally:
+        cursor.close()
+    assert len(seqs) == len(rows)
+    for seq in seqs:
+        st.feats.wrote(seq)
 
 
 _LOG_COLUMNS = ("id", "kind", "subject_id", "actor_id", "counterparty_id", "sp_id", "device_id",

@@ -32,6 +32,7 @@ from lianjie.risk.features import MODEL_FEATURES
 REASONS_MAX = 3
 TRAIN_ROUNDS = 120
 MODEL_TEXT_MAX = 50_000_000
+THRESHOLD_MIN = 1e-6
 
 
 @dataclass
@@ -189,16 +190,31 @@ def list_models(conn: Connection) -> list[dict[str, Any]]:
 
 # -- training ------------------------------------------------------------------------------
 
+def stopped_from(p: np.ndarray[Any, Any], headroom: np.ndarray[Any, Any] | None
+                 ) -> np.ndarray[Any, Any]:
+    """Per event, the highest model threshold at which it is still stopped: its probability
+    over what the rules leave the model to add (``engine.model_headroom``; none given: the
+    model alone, headroom 1). Infinity when the rules stop it whatever the model says, 0 when
+    they allow it outright."""
+    if headroom is None:
+        return p
+    out = np.full(len(p), np.inf)
+    np.divide(p, headroom, out=out, where=headroom > 0)
+    return out
+
+
 def metrics_at(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any], amounts: np.ndarray[Any, Any],
-               threshold: float) -> dict[str, float]:
-    """Precision, recall (of events and of fraudulent amount) and FPR at one threshold."""
-    flagged = p >= threshold
+               threshold: float, headroom: np.ndarray[Any, Any] | None = None
+               ) -> dict[str, float]:
+    """Precision, recall (of events and of fraudulent amount) and FPR at one threshold, for
+    the model alone or (``headroom``) with the rules beside it."""
+    flagged = stopped_from(p, headroom) >= threshold
     fraud = y == 1
     tp = int((flagged & fraud).sum())
     fp = int((flagged & ~fraud).sum())
     fraud_amount = float(amounts[fraud].sum())
     return {
-        "threshold": round(float(threshold), 6),
+        "threshold": float(threshold),  # unrounded: the engine serves exactly this
         "precision": round(tp / max(1, tp + fp), 4),
         "recall": round(tp / max(1, int(fraud.sum())), 4),
         "amount_recall": round(float(amounts[flagged & fraud].sum()) / fraud_amount, 4)
@@ -207,23 +223,52 @@ def metrics_at(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any], amounts: np.nda
     }
 
 
-def threshold_for_fpr(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any],
-                      fpr_max: float) -> float:
-    """The lowest threshold that flags at most ``fpr_max`` of the legitimate events."""
-    legit = np.sort(p[y == 0])[::-1]
+def threshold_for_fpr(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any], fpr_max: float,
+                      headroom: np.ndarray[Any, Any] | None = None) -> float:
+    """The lowest threshold that stops at most ``fpr_max`` of the legitimate events: the model
+    alone, or (``headroom``) with the rules it will serve beside, whose own stops count
+    against the same budget. Not below ``THRESHOLD_MIN``, not above 1: when the rules alone
+    stop more than the budget, the model gets the threshold 1 (it adds as little as it can)."""
+    legit = np.sort(stopped_from(p, headroom)[y == 0])[::-1]
     allowed = math.floor(fpr_max * len(legit))
     if len(legit) == 0:
         return 0.5
-    return float(legit[allowed]) + 1e-9 if allowed < len(legit) else 0.0
+    lowest = float(legit[allowed]) + 1e-9 if allowed < len(legit) else 0.0
+    return min(1.0, max(THRESHOLD_MIN, lowest))
+
+
+def operating_threshold(y: np.ndarray[Any, Any], p: np.ndarray[Any, Any], fpr_max: float,
+                        headroom: np.ndarray[Any, Any] | None = None) -> float:
+    """The threshold the engine serves: within the budget (``threshold_for_fpr``), but no
+    more of it spent than buys recall. The lowest threshold inside the budget sits right on
+    the legitimate events' tail; when every fraudulent event of the slice it stops scores well
+    above that, the threshold moves up to the midpoint (in log scale) between the two: the same
+    fraud stopped on the slice, fewer legitimate events, and room on both sides for the days
+    the slice did not see. Where fraud and legitimate scores interleave it stays put."""
+    budget = threshold_for_fpr(y, p, fpr_max, headroom)
+    stopped = stopped_from(p, headroom)
+    caught = stopped[(y == 1) & (stopped >= budget) & np.isfinite(stopped)]
+    if len(caught) == 0:
+        return budget
+    least_sure = float(caught.min())
+    return min(1.0, math.sqrt(budget * least_sure)) if least_sure > budget else budget
 
 
 def train(matrix: np.ndarray[Any, Any], y: np.ndarray[Any, Any], times: np.ndarray[Any, Any],
           amounts: np.ndarray[Any, Any], features: Sequence[str], *, test_share: float = 0.25,
-          fpr_max: float = 0.001, seed: int = 7) -> tuple[str, dict[str, Any]]:
-    """Train on the earlier events, test on the latest; the model text and its metrics."""
+          fpr_max: float = 0.001, seed: int = 7, headroom: np.ndarray[Any, Any] | None = None
+          ) -> tuple[str, dict[str, Any]]:
+    """Train on the earlier events, test on the latest; the model text and its metrics.
+
+    The threshold (``metrics["test"]["threshold"]``, what the engine serves) is chosen on the
+    latest slice for at most ``fpr_max`` legitimate events stopped. With ``headroom`` (per
+    event, from the rule set the model will serve beside: ``training.train`` computes it) it
+    is chosen for the rules and the model together, as the engine adds their scores; the
+    model alone's threshold is kept beside it as ``model_alone_threshold``."""
     import lightgbm as lgb
 
     assert 0 < test_share < 1 and len(y) == len(matrix) == len(times) == len(amounts)
+    assert headroom is None or len(headroom) == len(y)
     if len(y) < 20 or len(set(y.tolist())) < 2:
         raise _invalid("training needs at least 20 events of both labels")
     order = np.argsort(times, kind="stable")
@@ -237,13 +282,20 @@ def train(matrix: np.ndarray[Any, Any], y: np.ndarray[Any, Any], times: np.ndarr
                        free_raw_data=True)
     booster = lgb.train(params, data, num_boost_round=TRAIN_ROUNDS)
     p_test = np.asarray(booster.predict(matrix[test_i]))
+    y_test, amounts_test = y[test_i], amounts[test_i]
     # Chosen on the latest slice, which the trees did not see: on the training slice nearly
     # every legitimate event scores near zero and the threshold would come out far too low.
-    threshold = min(1.0, max(1e-6, threshold_for_fpr(y[test_i], p_test, fpr_max)))
+    alone = operating_threshold(y_test, p_test, fpr_max)
+    test: dict[str, Any] = metrics_at(y_test, p_test, amounts_test, alone)
+    if headroom is not None:
+        room = headroom[test_i]
+        both = operating_threshold(y_test, p_test, fpr_max, room)
+        test = {**metrics_at(y_test, p_test, amounts_test, both),
+                "model_alone_threshold": alone,
+                "with_rules": metrics_at(y_test, p_test, amounts_test, both, room)}
     metrics = {"train_events": len(train_i), "test_events": len(test_i),
-               "train_fraud": int(y[train_i].sum()), "test_fraud": int(y[test_i].sum()),
-               "auc": round(_auc(y[test_i], p_test), 4),
-               "test": metrics_at(y[test_i], p_test, amounts[test_i], threshold)}
+               "train_fraud": int(y[train_i].sum()), "test_fraud": int(y_test.sum()),
+               "auc": round(_auc(y_test, p_test), 4), "test": test}
     return str(booster.model_to_string()), metrics
 
 

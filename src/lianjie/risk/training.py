@@ -25,9 +25,10 @@ from sqlalchemy import Connection, select
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.risk import model as models
 from lianjie.risk import schema
-from lianjie.risk.engine import evaluate, outcome_of
+from lianjie.risk.engine import evaluate, model_headroom, outcome_of
 from lianjie.risk.features import MODEL_FEATURES, Event, FeatureState
-from lianjie.risk.rules import RuleSet, compile_set
+from lianjie.risk.rules import RuleSet, batch, compile_set, load_active
+from lianjie.risk.store import get_versions
 
 DATASET_ROWS_MAX = 5_000_000
 CSV_REQUIRED = ("time", "payer", "payee", "amount", "label")
@@ -112,12 +113,36 @@ def from_csv_text(text: str) -> Dataset:
                    np.array(amounts, dtype=np.float64), ["allow"] * len(feats))
 
 
-def train(data: Dataset, *, test_share: float = 0.25, fpr_max: float = 0.001
-          ) -> tuple[str, dict[str, Any]]:
+def train(data: Dataset, *, rule_set: RuleSet | None = None, test_share: float = 0.25,
+          fpr_max: float = 0.001) -> tuple[str, dict[str, Any]]:
+    """Train a model on the labelled events. With ``rule_set`` (the one it will serve beside:
+    ``active_rule_set``) its threshold is chosen so that the rules and the model together, as
+    the engine combines them, stop at most ``fpr_max`` of the legitimate events of the
+    validation slice; the rules' own stops count against that share."""
     keep = data.labels >= 0
-    return models.train(data.matrix()[keep], data.labels[keep], data.times[keep],
-                        data.amounts[keep], MODEL_FEATURES, test_share=test_share,
-                        fpr_max=fpr_max)
+    headroom = None
+    if rule_set is not None:
+        headroom = headroom_for([f for f, k in zip(data.features, keep, strict=True) if k],
+                                rule_set)
+    metrics: dict[str, Any]
+    text, metrics = models.train(data.matrix()[keep], data.labels[keep], data.times[keep],
+                                 data.amounts[keep], MODEL_FEATURES, test_share=test_share,
+                                 fpr_max=fpr_max, headroom=headroom)
+    if rule_set is not None:
+        metrics["rules_version"] = rule_set.version
+    return text, metrics
+
+
+def headroom_for(features: list[dict[str, Any]], rule_set: RuleSet) -> np.ndarray[Any, Any]:
+    """Per event, what the rules leave the model to add (``engine.model_headroom``)."""
+    compiled = batch(compile_set(rule_set))
+    return np.array([model_headroom(evaluate(compiled, f)[0], rule_set) for f in features],
+                    dtype=np.float64)
+
+
+def active_rule_set(conn: Connection) -> RuleSet:
+    """The rule set the engine serves now: a model trained beside it is calibrated for it."""
+    return load_active(conn, get_versions(conn).rules)
 
 
 # -- backtest ------------------------------------------------------------------------------
