@@ -17,7 +17,7 @@ otherwise two readers that both decide to write deadlock; ``writer()`` does that
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -112,6 +112,30 @@ class DriverSql:
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, rows, exc, conn.dialect.loaded_dbapi.Error) \
                 from exc
+
+
+SQL_IN_CHUNK_MAX = 1000
+
+
+def rows_in(conn: Connection, sql: str, params: tuple[object, ...], values: Sequence[Any],
+            array_type: str = "text") -> list[Any]:
+    """Rows of driver ``sql`` (``?`` marks) whose last condition is ``{in}``: one statement per
+    chunk of ``values``, with no SQLAlchemy statement built per call (``in_()`` renders one
+    bind parameter per value on every call, which cost as much as the query). PostgreSQL gets
+    one array parameter of ``array_type``, SQLite one ``?`` per value."""
+    pg = conn.dialect.name == "postgresql"
+    sql = sql.replace("?", "%s") if pg else sql
+    rows: list[Any] = []
+    for i in range(0, len(values), SQL_IN_CHUNK_MAX):
+        chunk = list(values[i:i + SQL_IN_CHUNK_MAX])
+        if pg:
+            rows += conn.exec_driver_sql(sql.format(**{"in": f"= ANY(%s::{array_type}[])"}),
+                                         (*params, chunk)).all()
+        else:
+            rows += conn.exec_driver_sql(
+                sql.format(**{"in": f"IN ({', '.join('?' * len(chunk))})"}),
+                (*params, *chunk)).all()
+    return rows
 
 
 def default_database_url() -> str:

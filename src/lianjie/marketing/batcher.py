@@ -24,6 +24,7 @@ the committer to retry.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -43,7 +44,8 @@ from lianjie.marketing.redpackets import (
     do_grab_many,
 )
 
-_Pending = tuple[GrabRequest, "Future[Any]", Any]
+_Waiter = Future[Any] | asyncio.Future[Any]
+_Pending = tuple[GrabRequest, _Waiter, Any]
 
 
 class Around(Protocol):
@@ -77,6 +79,18 @@ class GrabBatcher:
         """The grab's future: a ``Grab`` (or, with an ``Around`` and a tag, what ``Around``
         answers), or the refusal as its exception."""
         future: Future[Any] = Future()
+        self._queue(request, future, tag)
+        return future
+
+    def submit_async(self, request: GrabRequest, tag: Any = None) -> asyncio.Future[Any]:
+        """``submit`` for a caller on an event loop: the future is the loop's own, and a batch
+        resolves all of its loop's futures in one call on that loop (one wake-up per batch,
+        where ``asyncio.wrap_future`` costs one per grab)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(request, future, tag)
+        return future
+
+    def _queue(self, request: GrabRequest, future: _Waiter, tag: Any) -> None:
         with self._lock:
             self._pending.append((request, future, tag))
             if not self._scheduled:
@@ -86,7 +100,6 @@ class GrabBatcher:
                 except BaseException:  # the committer has stopped: this grab never runs
                     self._pending.pop()
                     raise
-        return future
 
     def grab(self, request: GrabRequest) -> Grab:
         found: Grab = self.submit(request).result()
@@ -136,14 +149,10 @@ class GrabBatcher:
                 if not taken:  # the unit never ran: fail what is queued rather than strand it
                     with self._lock:
                         batch, self._pending, self._scheduled = self._pending, [], False
-                for _, fut, _tag in batch:
-                    fut.set_exception(exc)
+                _resolve([(fut, exc) for _, fut, _tag in batch])
                 return
-            for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True):
-                if isinstance(outcome, BaseException):
-                    fut.set_exception(outcome)
-                else:
-                    fut.set_result(outcome)
+            _resolve([(fut, outcome) for (_, fut, _tag), outcome
+                      in zip(batch, f.result(), strict=True)])
 
         try:
             self.committer.submit(unit).add_done_callback(done)
@@ -179,6 +188,36 @@ class GrabBatcher:
         for (i, _), answer in zip(wrapped, answers, strict=True):
             results[i] = answer
         return results
+
+
+def _resolve(outcomes: list[tuple[_Waiter, Any]]) -> None:
+    """Resolve each future with its outcome (an exception instance fails it): thread futures
+    here, each event loop's futures in one callback on that loop."""
+    on_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, Any]]] = {}
+    for fut, outcome in outcomes:
+        if isinstance(fut, asyncio.Future):
+            on_loop.setdefault(fut.get_loop(), []).append((fut, outcome))
+        else:
+            _set(fut, outcome)
+    for loop, theirs in on_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set_all, theirs)
+        except RuntimeError:  # the loop is closed: nobody waits on these any more
+            pass
+
+
+def _set_all(outcomes: list[tuple[_Waiter, Any]]) -> None:
+    for fut, outcome in outcomes:
+        _set(fut, outcome)
+
+
+def _set(fut: _Waiter, outcome: Any) -> None:
+    if fut.done():  # its caller gave up waiting (cancelled)
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
 
 
 def _grab_isolated(conn: Connection, now: datetime, requests: list[GrabRequest]
