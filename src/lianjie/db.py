@@ -161,7 +161,28 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
         return _sqlite_engine(url, echo)
     engine = create_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
                            pool_pre_ping=True)
+    _driver_savepoints(engine)
     return engine
+
+
+def _driver_savepoints(engine: Engine) -> None:
+    """SAVEPOINT, RELEASE and ROLLBACK TO sent as driver SQL. SQLAlchemy compiles its savepoint
+    clauses on every call (a savepoint and its release: about 65 us, against 2 us on the
+    driver), and the committer opens one per unit of work, a grab batch two. SQLAlchemy still
+    keeps the transaction's state; only how the statement is sent changes."""
+    dialect = engine.dialect
+    error = dialect.loaded_dbapi.Error
+
+    def send(connection: Connection, sql: str) -> None:
+        try:
+            connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+        except error as exc:
+            raise DBAPIError.instance(sql, (), exc, error) from exc
+
+    for method, verb in (("do_savepoint", "SAVEPOINT"),
+                         ("do_release_savepoint", "RELEASE SAVEPOINT"),
+                         ("do_rollback_to_savepoint", "ROLLBACK TO SAVEPOINT")):
+        setattr(dialect, method, lambda conn, name, verb=verb: send(conn, f"{verb} {name}"))
 
 
 def _sqlite_engine(url: str, echo: bool) -> Engine:
@@ -192,6 +213,7 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
 
+    _driver_savepoints(engine)
     return engine
 
 
