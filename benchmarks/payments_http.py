@@ -190,11 +190,14 @@ class Server:
         return self.process.pid
 
 
-def start_server(database_url: str, home: Path, workers: int) -> Server:
+def start_server(database_url: str, home: Path, workers: int,
+                 launcher: list[str] | None = None) -> Server:
+    """``lianjie serve`` on a free port; ``launcher`` replaces the ``lianjie`` command (a script
+    that configures the process, then runs the command)."""
     port = _free_port()
     env = {**os.environ, "LIANJIE_HOME": str(home)}
-    exe = Path(sys.executable).parent / "lianjie"
-    cmd = [str(exe), "--database", database_url, "serve", "--port", str(port)]
+    exe = launcher or [str(Path(sys.executable).parent / "lianjie")]
+    cmd = [*exe, "--database", database_url, "serve", "--port", str(port)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     log = (home / "server.log").open("wb")
