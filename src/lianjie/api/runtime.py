@@ -118,6 +118,7 @@ class KeyLookups:
     def __init__(self) -> None:
         self._waiting: dict[bytes, list[asyncio.Future[Principal | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self.reads = 0  # database reads made, for tests and benchmarks
 
     async def principal(self, rt: Runtime, digest: bytes) -> Principal | None:
         """The live key whose digest is ``digest``, read from the database, then cached."""
@@ -134,6 +135,7 @@ class KeyLookups:
             while self._waiting:
                 digests = list(itertools.islice(self._waiting, KEY_LOOKUPS_PER_READ_MAX))
                 batch = {d: self._waiting.pop(d) for d in digests}
+                self.reads += 1
                 try:
                     found = await rt.read(partial(keys.lookup_many, digests=digests))
                 except SQLAlchemyError as exc:  # each request fails as its own read would
