@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -51,7 +52,7 @@ class Runtime:
             return fn(conn)
 
     async def write(self, unit: Callable[[Connection], T]) -> T:
-        return await asyncio.wrap_future(self.committer.submit(unit))
+        return await self.committer.submit_async(unit)
 
     async def principal(self, request: Request) -> Principal:
         return await self.principal_of(request.headers.get("authorization"))
@@ -112,29 +113,33 @@ class KeyLookups:
     of them at once: one read per miss cost a thread hop and a statement each, more CPU than the
     grab itself (benchmarks/RESULTS.md, "HTTP grabs"). Misses that arrive while a read is
     running wait for the next one, which looks them all up in one statement (at most
-    ``KEY_LOOKUPS_PER_READ_MAX``). Used on the event loop's thread only.
+    ``KEY_LOOKUPS_PER_READ_MAX``). Each event loop has its own queue and reader task (a server
+    has one loop; tests may serve one runtime from two).
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[bytes, list[asyncio.Future[Principal | None]]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _KeyQueue] = \
+            weakref.WeakKeyDictionary()
         self.reads = 0  # database reads made, for tests and benchmarks
 
     async def principal(self, rt: Runtime, digest: bytes) -> Principal | None:
         """The live key whose digest is ``digest``, read from the database, then cached."""
         loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _KeyQueue()
         waiter: asyncio.Future[Principal | None] = loop.create_future()
-        self._waiting.setdefault(digest, []).append(waiter)
-        if self._reader is None:
-            self._reader = loop.create_task(self._read_all(rt))
+        queue.waiting.setdefault(digest, []).append(waiter)
+        if queue.reader is None:
+            queue.reader = loop.create_task(self._read_all(rt, queue))
         return await waiter
 
-    async def _read_all(self, rt: Runtime) -> None:
-        batch: dict[bytes, list[asyncio.Future[Principal | None]]] = {}
+    async def _read_all(self, rt: Runtime, queue: _KeyQueue) -> None:
+        batch: _Waiters = {}
         try:
-            while self._waiting:
-                digests = list(itertools.islice(self._waiting, KEY_LOOKUPS_PER_READ_MAX))
-                batch = {d: self._waiting.pop(d) for d in digests}
+            while queue.waiting:
+                digests = list(itertools.islice(queue.waiting, KEY_LOOKUPS_PER_READ_MAX))
+                batch = {d: queue.waiting.pop(d) for d in digests}
                 self.reads += 1
                 try:
                     found = await rt.read(partial(keys.lookup_many, digests=digests))
@@ -145,16 +150,28 @@ class KeyLookups:
                     rt.key_cache.put(d, principal)
                 _settle(batch, found)
         except BaseException as exc:  # a bug, or cancelled: no request waits forever
-            waiting, self._waiting = self._waiting, {}
+            waiting, queue.waiting = queue.waiting, {}
             _settle(batch, exc)
             _settle(waiting, exc)
             raise
         finally:
-            self._reader = None
+            queue.reader = None
 
 
-def _settle(waiters: dict[bytes, list[asyncio.Future[Principal | None]]],
-            outcome: dict[bytes, Principal] | BaseException) -> None:
+_Waiters = dict[bytes, list[asyncio.Future[Principal | None]]]
+
+
+class _KeyQueue:
+    """One event loop's misses waiting for a read, and the task reading them."""
+
+    __slots__ = ("reader", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: _Waiters = {}
+        self.reader: asyncio.Task[None] | None = None
+
+
+def _settle(waiters: _Waiters, outcome: dict[bytes, Principal] | BaseException) -> None:
     for d, futures in waiters.items():
         for f in futures:
             if f.done():

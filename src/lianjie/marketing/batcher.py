@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from lianjie.clock import Clock
-from lianjie.committer import Committer, run_isolated
+from lianjie.committer import Committer, Waiter, run_isolated, settle
 from lianjie.errors import DomainError
 from lianjie.marketing.redpackets import (
     GRABS_PER_BATCH_MAX,
@@ -44,8 +44,7 @@ from lianjie.marketing.redpackets import (
     do_grab_many,
 )
 
-_Waiter = Future[Any] | asyncio.Future[Any]
-_Pending = tuple[GrabRequest, _Waiter, Any]
+_Pending = tuple[GrabRequest, Waiter, Any]
 
 
 class Around(Protocol):
@@ -90,7 +89,7 @@ class GrabBatcher:
         self._queue(request, future, tag)
         return future
 
-    def _queue(self, request: GrabRequest, future: _Waiter, tag: Any) -> None:
+    def _queue(self, request: GrabRequest, future: Waiter, tag: Any) -> None:
         with self._lock:
             self._pending.append((request, future, tag))
             if not self._scheduled:
@@ -149,10 +148,10 @@ class GrabBatcher:
                 if not taken:  # the unit never ran: fail what is queued rather than strand it
                     with self._lock:
                         batch, self._pending, self._scheduled = self._pending, [], False
-                _resolve([(fut, exc) for _, fut, _tag in batch])
+                settle([(fut, False, exc) for _, fut, _tag in batch])
                 return
-            _resolve([(fut, outcome) for (_, fut, _tag), outcome
-                      in zip(batch, f.result(), strict=True)])
+            settle([(fut, not isinstance(outcome, BaseException), outcome)
+                    for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True)])
 
         try:
             self.committer.submit(unit).add_done_callback(done)
@@ -188,36 +187,6 @@ class GrabBatcher:
         for (i, _), answer in zip(wrapped, answers, strict=True):
             results[i] = answer
         return results
-
-
-def _resolve(outcomes: list[tuple[_Waiter, Any]]) -> None:
-    """Resolve each future with its outcome (an exception instance fails it): thread futures
-    here, each event loop's futures in one callback on that loop."""
-    on_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, Any]]] = {}
-    for fut, outcome in outcomes:
-        if isinstance(fut, asyncio.Future):
-            on_loop.setdefault(fut.get_loop(), []).append((fut, outcome))
-        else:
-            _set(fut, outcome)
-    for loop, theirs in on_loop.items():
-        try:
-            loop.call_soon_threadsafe(_set_all, theirs)
-        except RuntimeError:  # the loop is closed: nobody waits on these any more
-            pass
-
-
-def _set_all(outcomes: list[tuple[_Waiter, Any]]) -> None:
-    for fut, outcome in outcomes:
-        _set(fut, outcome)
-
-
-def _set(fut: _Waiter, outcome: Any) -> None:
-    if fut.done():  # its caller gave up waiting (cancelled)
-        return
-    if isinstance(outcome, BaseException):
-        fut.set_exception(outcome)
-    else:
-        fut.set_result(outcome)
 
 
 def _grab_isolated(conn: Connection, now: datetime, requests: list[GrabRequest]
