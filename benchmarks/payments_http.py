@@ -66,7 +66,8 @@ from typing import Any
 
 POSTGRES_URL_ENV = "LIANJIE_BENCH_POSTGRES_URL"
 POSTGRES_URL_DEFAULT = "postgresql://lianjie@127.0.0.1:54329/lianjie"
-POSTGRES_BENCH_DB = "lianjie_bench_http"
+# the run's own database, dropped and made afresh: give each concurrent run its own name
+POSTGRES_BENCH_DB = os.environ.get("LIANJIE_BENCH_POSTGRES_DB", "lianjie_bench_http")
 SERVER_START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 SETUP_CONNECTIONS = 16
