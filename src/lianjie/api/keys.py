@@ -87,10 +87,6 @@ def lookup_many(conn: Connection, digests: Sequence[bytes]) -> dict[bytes, Princ
             in rows_in(conn, _LOOKUP_SQL, (), digests, array_type="bytea")}
 
 
-def lookup(conn: Connection, secret: str) -> Principal | None:
-    return lookup_many(conn, [digest(secret)]).get(digest(secret))
-
-
 class KeyCache:
     """Verified keys for ``CACHE_TTL_S``, so a request costs no key lookup in the database.
     Keyed by ``digest``; at most ``CACHE_ENTRIES_MAX`` entries (emptied when full)."""
