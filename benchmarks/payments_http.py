@@ -66,7 +66,8 @@ from typing import Any
 
 POSTGRES_URL_ENV = "LIANJIE_BENCH_POSTGRES_URL"
 POSTGRES_URL_DEFAULT = "postgresql://lianjie@127.0.0.1:54329/lianjie"
-POSTGRES_BENCH_DB = "lianjie_bench_http"
+# the run's own database, dropped and made afresh: give each concurrent run its own name
+POSTGRES_BENCH_DB = os.environ.get("LIANJIE_BENCH_POSTGRES_DB", "lianjie_bench_http")
 SERVER_START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 SETUP_CONNECTIONS = 16
@@ -190,11 +191,14 @@ class Server:
         return self.process.pid
 
 
-def start_server(database_url: str, home: Path, workers: int) -> Server:
+def start_server(database_url: str, home: Path, workers: int,
+                 launcher: list[str] | None = None) -> Server:
+    """``lianjie serve`` on a free port; ``launcher`` replaces the ``lianjie`` command (a script
+    that configures the process, then runs the command)."""
     port = _free_port()
     env = {**os.environ, "LIANJIE_HOME": str(home)}
-    exe = Path(sys.executable).parent / "lianjie"
-    cmd = [str(exe), "--database", database_url, "serve", "--port", str(port)]
+    exe = launcher or [str(Path(sys.executable).parent / "lianjie")]
+    cmd = [*exe, "--database", database_url, "serve", "--port", str(port)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     log = (home / "server.log").open("wb")

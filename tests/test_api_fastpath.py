@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.datastructures import URL
 from starlette.routing import Match
 
 from conftest import Api, _free_port, serve_in_thread
-from lianjie.api import create_app
-from lianjie.api.fastpath import BODY_BYTES_MAX, _match
+from lianjie.api import create_app, idempotency
+from lianjie.api.fastpath import BODY_BYTES_MAX, _match, _Request
 from lianjie.api.routes_marketing import grab
 from lianjie.api.routes_payments import create_order, pay_order
 
@@ -200,3 +201,20 @@ def test_fast_routes_are_the_routes_fastapi_would_take(api: Api) -> None:
     get = {"type": "http", "method": "GET", "path": "/v1/orders", "root_path": "",
            "headers": []}
     assert _match(get) is None
+
+
+def test_the_fingerprint_path_is_the_one_fastapi_sees() -> None:
+    """The fast path reads the path from the scope when Starlette's URL gives it back as it is,
+    and builds the URL otherwise: either way the request fingerprints as ``Runtime.mutate``'s
+    does (``request.url.path``), so a key used on one path replays on the other."""
+    paths = ["/v1/red_packets/rp_1/grab", "/v1/orders/ord 1%/pay", "/v1/orders/a?b/pay",
+             "/v1/orders/a#b/pay", "/v1/orders/a\\b/pay", "/v1/orders/a\tb/pay",
+             "/v1/red_packets/红包/grab", "//v1/orders/x/pay"]
+    for path in paths:
+        for headers in ([(b"host", b"127.0.0.1:8000")], []):
+            scope = {"type": "http", "method": "POST", "path": path, "root_path": "",
+                     "headers": [*headers, (b"idempotency-key", b"k1")],
+                     "server": ("127.0.0.1", 8000), "query_string": b""}
+            key, fp = _Request(scope, b"{}").idempotency()
+            assert key == "k1"
+            assert fp == idempotency.fingerprint("POST", URL(scope=scope).path, b"{}"), path

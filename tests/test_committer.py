@@ -8,6 +8,7 @@ No test here depends on timing.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -113,6 +114,33 @@ def test_a_failing_unit_rolls_back_alone(committer: Committer, clock: ManualCloc
     with pytest.raises(type(exc)):
         committer.run(_writes_then_raises(now, "cus_alone", exc))
     assert "cus_alone" not in owners(engine)
+
+
+def test_units_awaited_on_an_event_loop_resolve_there(committer: Committer,
+                                                      clock: ManualClock,
+                                                      engine: Engine) -> None:
+    """``submit_async``: the loop's futures, resolved on the loop after the group commits, each
+    with its own value or exception; one whose caller stopped waiting still commits."""
+    now = clock.now()
+    failure = DomainError(ErrorCode.INSUFFICIENT_FUNDS, "insufficient funds")
+
+    async def main() -> list[Any]:
+        with held_writer(committer):
+            futures = [committer.submit_async(open_wallet(now, f"cus_{i}")) for i in range(3)]
+            futures.append(committer.submit_async(_writes_then_raises(now, "cus_no", failure)))
+            futures.append(committer.submit_async(open_wallet(now, "cus_gone")))
+            futures[-1].cancel()
+            thread_future = committer.submit(open_wallet(now, "cus_thread"))
+        loop = asyncio.get_running_loop()
+        assert all(f.get_loop() is loop for f in futures)
+        outcomes = list(await asyncio.gather(*futures, return_exceptions=True))
+        return [*outcomes, thread_future.result(WAIT_S)]
+
+    outcomes = asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    assert all(isinstance(o, int) for o in outcomes[:3]) and isinstance(outcomes[5], int)
+    assert outcomes[3] is failure
+    assert isinstance(outcomes[4], asyncio.CancelledError)
+    assert owners(engine) == {"cus_0", "cus_1", "cus_2", "cus_gone", "cus_thread"}
 
 
 def test_a_unit_with_bad_sql_fails_alone(committer: Committer, clock: ManualClock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -174,6 +175,41 @@ def test_racing_grabs_never_overspend(world: World, committer: Committer,
     assert {a for a in amounts if not isinstance(a, int)} <= {
         ErrorCode.RED_PACKET_EMPTY, ErrorCode.ALREADY_GRABBED}
     assert sum(world.balance(t) for t in takers) == 10_007
+    assert world.balance(packet.id, Purpose.RED_PACKET) == 0
+    world.check()
+
+
+def test_grabs_awaited_on_an_event_loop_resolve_there_with_their_refusals(
+        world: World, committer: Committer) -> None:
+    """``submit_async``: each batch resolves its loop's futures in one call on that loop, each
+    with its own grab or refusal; a caller that stopped waiting changes nothing for the rest."""
+    sender = world.consumer(1_000_000)
+    takers = [world.consumer() for _ in range(12)]
+    outsider = world.consumer()
+    packet = _send(world, sender, _group(world, sender, *takers), 1_001, 10)
+    batcher = mkt.GrabBatcher(committer, world.clock)
+
+    async def grab_all() -> list[object]:
+        gate = threading.Event()
+        blocker = committer.submit(lambda c: gate.wait(WAIT_S))  # all queue up behind it
+        futures = [batcher.submit_async(mkt.GrabRequest(packet.id, who))
+                   for who in [*takers, takers[0], outsider]]
+        futures[3].cancel()  # its caller went away: the grab still runs, answered to no one
+        gate.set()
+        await asyncio.wrap_future(blocker)
+        loop = asyncio.get_running_loop()
+        for f in futures:
+            assert f.get_loop() is loop
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    outcomes = asyncio.run(asyncio.wait_for(grab_all(), WAIT_S))
+    codes = [o.code if isinstance(o, DomainError) else o for o in outcomes]
+    assert isinstance(outcomes[3], asyncio.CancelledError)
+    assert codes[-2:] == [ErrorCode.ALREADY_GRABBED, ErrorCode.NOT_IN_GROUP]
+    assert codes[10:12] == [ErrorCode.RED_PACKET_EMPTY] * 2
+    won = [o for o in outcomes[:10] if isinstance(o, mkt.Grab)]
+    assert [g.consumer_id for g in won] == takers[:3] + takers[4:10]
+    assert sum(world.balance(t) for t in takers) == 1_001  # the cancelled caller's share too
     assert world.balance(packet.id, Purpose.RED_PACKET) == 0
     world.check()
 

@@ -23,6 +23,7 @@ or deadlock is retried unit by unit, at most ``retry_count_max`` times.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -49,10 +50,13 @@ QUEUE_UNITS_MAX = 100_000
 RETRY_COUNT_MAX = 5
 
 
+Waiter = Future[Any] | asyncio.Future[Any]  # a thread's future, or an event loop's
+
+
 @dataclass
 class _Job:
     unit: Unit
-    future: Future[Any] = field(default_factory=Future)
+    future: Waiter = field(default_factory=Future)
 
 
 class CommitterStopped(StorageError):
@@ -114,7 +118,19 @@ class Committer:
         """Queue a unit of work; the future resolves after its group is durable.
 
         Raises ``CommitterStopped`` once ``stop`` has been called."""
-        job = _Job(unit)
+        future: Future[T] = Future()
+        self._put(_Job(unit, future))
+        return future
+
+    def submit_async(self, unit: Callable[[Connection], T]) -> asyncio.Future[T]:
+        """``submit`` for a caller on an event loop: the future is the loop's own, and a group
+        resolves all of its loop's futures in one call on that loop (``settle``), where
+        ``asyncio.wrap_future`` costs a wake-up and a state copy per unit."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put(_Job(unit, future))
+        return future
+
+    def _put(self, job: _Job) -> None:
         with self._start_lock:
             if self._stopped:
                 raise CommitterStopped("the committer has stopped; it takes no more units")
@@ -122,7 +138,6 @@ class Committer:
                 self._started = True
                 self._thread.start()
             self._queue.put(job)
-        return job.future
 
     def run(self, unit: Callable[[Connection], T]) -> T:
         """Submit and wait: the unit's result, or its exception re-raised here."""
@@ -170,12 +185,9 @@ class Committer:
                 _fail_all(jobs, StorageError(f"commit failed: {exc}"))
                 return
             self.groups_committed += 1
-            for job, (ok, value) in zip(jobs, outcomes, strict=True):
-                if ok:
-                    self.units_committed += 1
-                    job.future.set_result(value)
-                else:
-                    job.future.set_exception(value)
+            self.units_committed += sum(ok for ok, _ in outcomes)
+            settle([(job.future, ok, value) for job, (ok, value) in zip(jobs, outcomes,
+                                                                         strict=True)])
             return
 
     @contextmanager
@@ -264,9 +276,39 @@ def _is_retryable(exc: DBAPIError) -> bool:
 
 
 def _fail_all(jobs: list[_Job], exc: BaseException) -> None:
-    for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(exc)
+    settle([(job.future, False, exc) for job in jobs])
+
+
+def settle(outcomes: list[tuple[Waiter, bool, Any]]) -> None:
+    """Resolve each future with its value (ok) or exception (not ok): a thread's futures here,
+    each event loop's futures in one callback on that loop's own thread, as asyncio requires.
+    A future already done (its caller cancelled it) is left as it is."""
+    on_loop: dict[asyncio.AbstractEventLoop, list[tuple[Waiter, bool, Any]]] = {}
+    for item in outcomes:
+        if isinstance(item[0], asyncio.Future):
+            on_loop.setdefault(item[0].get_loop(), []).append(item)
+        else:
+            _set(item)
+    for loop, theirs in on_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set_all, theirs)
+        except RuntimeError:  # the loop is closed: nobody waits on these any more
+            pass
+
+
+def _set_all(outcomes: list[tuple[Waiter, bool, Any]]) -> None:
+    for item in outcomes:
+        _set(item)
+
+
+def _set(item: tuple[Waiter, bool, Any]) -> None:
+    future, ok, value = item
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def run_now(engine: Engine, unit: Callable[[Connection], T]) -> T:

@@ -12,7 +12,6 @@ Times on the wire are Unix seconds (``starts_at``, ``ends_at``), as Stripe's are
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -267,9 +266,8 @@ async def grab_once(rt: Runtime, p: Principal, consumer: str, packet_id: str, bo
                     key: str, fp: bytes) -> tuple[idempotency.Stored, bool]:
     """A grab through the committer's ``GrabBatcher``: the response and whether it is a
     replay (also run by ``api.fastpath``)."""
-    future = _grab_batcher(rt).submit(mkt.GrabRequest(packet_id, consumer, body.device_id),
-                                      (p.key_id, key, fp))
-    stored, replayed = await asyncio.wrap_future(future)
+    stored, replayed = await _grab_batcher(rt).submit_async(
+        mkt.GrabRequest(packet_id, consumer, body.device_id), (p.key_id, key, fp))
     return stored, replayed
 
 

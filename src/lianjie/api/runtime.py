@@ -10,14 +10,18 @@ threads and never wait for the writer (SQLite WAL readers see the last commit).
 from __future__ import annotations
 
 import asyncio
+import itertools
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
 import orjson
 from fastapi import Request
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from lianjie.api import idempotency, keys
@@ -38,6 +42,7 @@ class Runtime:
     clock: Clock
     cfg: PaymentsConfig
     key_cache: KeyCache
+    key_lookups: KeyLookups = field(default_factory=lambda: KeyLookups())
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         return await anyio.to_thread.run_sync(self._read, fn)
@@ -47,7 +52,7 @@ class Runtime:
             return fn(conn)
 
     async def write(self, unit: Callable[[Connection], T]) -> T:
-        return await asyncio.wrap_future(self.committer.submit(unit))
+        return await self.committer.submit_async(unit)
 
     async def principal(self, request: Request) -> Principal:
         return await self.principal_of(request.headers.get("authorization"))
@@ -61,12 +66,12 @@ class Runtime:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret or len(secret) > 200:
             raise DomainError(ErrorCode.INVALID_API_KEY, "malformed Authorization header")
-        found = self.key_cache.get(secret)
+        digest = keys.digest(secret)
+        found = self.key_cache.get(digest)
         if found is None:
-            found = await self.read(lambda conn: keys.lookup(conn, secret))
+            found = await self.key_lookups.principal(self, digest)
             if found is None:
                 raise DomainError(ErrorCode.INVALID_API_KEY, "unknown or revoked API key")
-            self.key_cache.put(secret, found)
         return found
 
     async def mutate(self, request: Request, principal: Principal, action: Action) -> Response:
@@ -96,6 +101,87 @@ class Runtime:
             return idempotency.Stored(status, text), False
 
         return await self.write(unit)
+
+
+KEY_LOOKUPS_PER_READ_MAX = 1000
+
+
+class KeyLookups:
+    """API keys missing from the cache, looked up together.
+
+    Every consumer's first request misses the key cache, and a hot red packet brings thousands
+    of them at once: one read per miss cost a thread hop and a statement each, more CPU than the
+    grab itself (benchmarks/RESULTS.md, "HTTP grabs"). Misses that arrive while a read is
+    running wait for the next one, which looks them all up in one statement (at most
+    ``KEY_LOOKUPS_PER_READ_MAX``). Each event loop has its own queue and reader task (a server
+    has one loop; tests may serve one runtime from two).
+    """
+
+    def __init__(self) -> None:
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _KeyQueue] = \
+            weakref.WeakKeyDictionary()
+        self.reads = 0  # database reads made, for tests and benchmarks
+
+    async def principal(self, rt: Runtime, digest: bytes) -> Principal | None:
+        """The live key whose digest is ``digest``, read from the database, then cached."""
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _KeyQueue()
+        waiter: asyncio.Future[Principal | None] = loop.create_future()
+        queue.waiting.setdefault(digest, []).append(waiter)
+        if queue.reader is None:
+            queue.reader = loop.create_task(self._read_all(rt, queue))
+        return await waiter
+
+    async def _read_all(self, rt: Runtime, queue: _KeyQueue) -> None:
+        batch: _Waiters = {}
+        try:
+            while queue.waiting:
+                digests = list(itertools.islice(queue.waiting, KEY_LOOKUPS_PER_READ_MAX))
+                batch = {d: queue.waiting.pop(d) for d in digests}
+                self.reads += 1
+                try:
+                    found = await rt.read(partial(keys.lookup_many, digests=digests))
+                except SQLAlchemyError as exc:  # each request fails as its own read would
+                    _settle(batch, exc)
+                    continue
+                for d, principal in found.items():
+                    rt.key_cache.put(d, principal)
+                _settle(batch, found)
+        except BaseException as exc:  # a bug, or cancelled: no request waits forever
+            waiting, queue.waiting = queue.waiting, {}
+            _settle(batch, exc)
+            _settle(waiting, exc)
+            raise
+        finally:
+            queue.reader = None
+
+
+_Waiters = dict[bytes, list[asyncio.Future[Principal | None]]]
+
+
+class _KeyQueue:
+    """One event loop's misses waiting for a read, and the task reading them."""
+
+    __slots__ = ("reader", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: _Waiters = {}
+        self.reader: asyncio.Task[None] | None = None
+
+
+def _settle(waiters: _Waiters, outcome: dict[bytes, Principal] | BaseException) -> None:
+    for d, futures in waiters.items():
+        for f in futures:
+            if f.done():
+                continue
+            if isinstance(outcome, Exception):
+                f.set_exception(outcome)
+            elif isinstance(outcome, BaseException):
+                f.cancel()
+            else:
+                f.set_result(outcome.get(d))
 
 
 def stored_response(stored: idempotency.Stored, replayed: bool) -> Response:

@@ -24,6 +24,7 @@ the committer to retry.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from lianjie.clock import Clock
-from lianjie.committer import Committer, run_isolated
+from lianjie.committer import Committer, Waiter, run_isolated, settle
 from lianjie.errors import DomainError
 from lianjie.marketing.redpackets import (
     GRABS_PER_BATCH_MAX,
@@ -43,7 +44,7 @@ from lianjie.marketing.redpackets import (
     do_grab_many,
 )
 
-_Pending = tuple[GrabRequest, "Future[Any]", Any]
+_Pending = tuple[GrabRequest, Waiter, Any]
 
 
 class Around(Protocol):
@@ -77,6 +78,18 @@ class GrabBatcher:
         """The grab's future: a ``Grab`` (or, with an ``Around`` and a tag, what ``Around``
         answers), or the refusal as its exception."""
         future: Future[Any] = Future()
+        self._queue(request, future, tag)
+        return future
+
+    def submit_async(self, request: GrabRequest, tag: Any = None) -> asyncio.Future[Any]:
+        """``submit`` for a caller on an event loop: the future is the loop's own, and a batch
+        resolves all of its loop's futures in one call on that loop (one wake-up per batch,
+        where ``asyncio.wrap_future`` costs one per grab)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(request, future, tag)
+        return future
+
+    def _queue(self, request: GrabRequest, future: Waiter, tag: Any) -> None:
         with self._lock:
             self._pending.append((request, future, tag))
             if not self._scheduled:
@@ -86,7 +99,6 @@ class GrabBatcher:
                 except BaseException:  # the committer has stopped: this grab never runs
                     self._pending.pop()
                     raise
-        return future
 
     def grab(self, request: GrabRequest) -> Grab:
         found: Grab = self.submit(request).result()
@@ -136,14 +148,10 @@ class GrabBatcher:
                 if not taken:  # the unit never ran: fail what is queued rather than strand it
                     with self._lock:
                         batch, self._pending, self._scheduled = self._pending, [], False
-                for _, fut, _tag in batch:
-                    fut.set_exception(exc)
+                settle([(fut, False, exc) for _, fut, _tag in batch])
                 return
-            for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True):
-                if isinstance(outcome, BaseException):
-                    fut.set_exception(outcome)
-                else:
-                    fut.set_result(outcome)
+            settle([(fut, not isinstance(outcome, BaseException), outcome)
+                    for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True)])
 
         try:
             self.committer.submit(unit).add_done_callback(done)

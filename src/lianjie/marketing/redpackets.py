@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Row, bindparam, select
 
 from lianjie import events, ledger
 from lianjie.clock import to_us
+from lianjie.db import rows_in
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id, secret_token
 from lianjie.ledger import AccountFlags, AccountStatus, Entry, Leg, Purpose
@@ -238,30 +239,7 @@ def do_grab_many(conn: Connection, now: datetime, requests: Sequence[GrabRequest
     return [o for o in outcomes if o is not None]
 
 
-SQL_IN_CHUNK_MAX = 1000
-
-
-def _column_in(conn: Connection, sql: str, params: tuple[object, ...], values: list[str]
-               ) -> list[Any]:
-    """Rows of driver ``sql`` whose last condition is ``{in}``: one statement per chunk of
-    ``values``, with no SQLAlchemy statement built per batch (``in_()`` renders one bind
-    parameter per value on every call, which cost as much as the query). PostgreSQL gets one
-    array parameter, SQLite one ``?`` per value."""
-    pg = conn.dialect.name == "postgresql"
-    sql = sql.replace("?", "%s") if pg else sql
-    rows: list[Any] = []
-    for i in range(0, len(values), SQL_IN_CHUNK_MAX):
-        chunk = values[i:i + SQL_IN_CHUNK_MAX]
-        if pg:
-            rows += conn.exec_driver_sql(sql.format(**{"in": "= ANY(%s::text[])"}),
-                                         (*params, chunk)).all()
-        else:
-            rows += conn.exec_driver_sql(
-                sql.format(**{"in": f"IN ({', '.join('?' * len(chunk))})"}),
-                (*params, *chunk)).all()
-    return rows
-
-
+# Driver SQL for ``db.rows_in``: ``{in}`` is the list of consumers.
 _ALREADY_SQL = f"SELECT consumer_id FROM {grabs.name} WHERE packet_id = ? AND consumer_id {{in}}"
 _MEMBERS_SQL = (f"SELECT consumer_id FROM {group_members.name} WHERE group_id = ? "
                 "AND consumer_id {in}")
@@ -278,16 +256,16 @@ def _refusals(conn: Connection, packet: RedPacket, consumers: list[str],
     kind for the whole batch."""
     refused: dict[str, DomainError] = {}
     wanted = sorted(set(consumers))
-    for (c,) in _column_in(conn, _ALREADY_SQL, (packet.id,), wanted):
+    for (c,) in rows_in(conn, _ALREADY_SQL, (packet.id,), wanted):
         refused[c] = DomainError(E.ALREADY_GRABBED, "you already grabbed this red packet", "id")
     if packet.group_id is not None:
-        members = {c for (c,) in _column_in(conn, _MEMBERS_SQL, (packet.group_id,), wanted)}
+        members = {c for (c,) in rows_in(conn, _MEMBERS_SQL, (packet.group_id,), wanted)}
         for c in set(wanted) - members:
             refused.setdefault(c, DomainError(E.NOT_IN_GROUP, "only members of the group may "
                                               "grab this red packet", "id"))
     if packet.campaign_id is not None and packet.per_person_max is not None:
         _per_person(conn, packet, wanted, refused, taken)
-    wallets = {owner: (account, status) for owner, account, status in _column_in(
+    wallets = {owner: (account, status) for owner, account, status in rows_in(
         conn, _WALLETS_SQL, (Purpose.WALLET.value, packet.currency), wanted)}
     for c in wanted:
         found = wallets.get(c)
@@ -311,7 +289,7 @@ def _per_person(conn: Connection, packet: RedPacket, wanted: list[str],
     assert packet.per_person_max is not None and packet.campaign_id is not None
     if conn.dialect.name == "postgresql":
         conn.execute(_LOCK_CAMPAIGN, {"b_id": packet.campaign_id})
-    counts: dict[str, int] = {c: n for c, n in _column_in(
+    counts: dict[str, int] = {c: n for c, n in rows_in(
         conn, _PER_PERSON_SQL, (packet.campaign_id,), wanted)}
     for c in wanted:
         n = counts.get(c, 0) + taken.get((packet.campaign_id, c), 0)

@@ -1,0 +1,52 @@
+"""API keys missing from the cache (each consumer's first request) are read from the database
+together, and each request still gets exactly its own party, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import Api
+from lianjie.api.keys import Principal, Role
+from lianjie.errors import DomainError, ErrorCode
+
+CONSUMERS = 20
+
+
+def _resolve(api: Api, headers: list[str]) -> list[Principal | BaseException]:
+    async def all_at_once() -> list[Principal | BaseException]:
+        return list(await asyncio.gather(*(api.rt.principal_of(h) for h in headers),
+                                         return_exceptions=True))
+    return asyncio.run(all_at_once())
+
+
+def test_keys_missing_from_the_cache_are_read_together(api: Api) -> None:
+    made = [api.ok("POST", "/v1/consumers", api.operator_key, {"name": f"c{i}"})
+            for i in range(CONSUMERS)]
+    spare = api.ok("POST", "/v1/api_keys", api.operator_key, {"party_id": made[0]["id"]})
+    api.ok("POST", f"/v1/api_keys/{spare['id']}/revoke", api.operator_key)
+    api.rt.key_cache.clear()
+    headers = [f"Bearer {c['api_key']}" for c in made]
+    headers += ["Bearer lj_cus_nobody", f"Bearer {spare['secret']}", headers[3]]
+    reads = api.rt.key_lookups.reads
+
+    found = _resolve(api, headers)
+
+    assert api.rt.key_lookups.reads == reads + 1  # every miss in one read
+    for consumer, principal in zip(made, found[:CONSUMERS], strict=True):
+        assert isinstance(principal, Principal), principal
+        assert (principal.party_id, principal.role) == (consumer["id"], Role.CONSUMER)
+    for refused in found[CONSUMERS:CONSUMERS + 2]:  # unknown, revoked
+        assert isinstance(refused, DomainError) and refused.code == ErrorCode.INVALID_API_KEY
+    assert found[-1] == found[3]  # the same key twice in one read
+    assert _resolve(api, headers[:CONSUMERS]) == found[:CONSUMERS]
+    assert api.rt.key_lookups.reads == reads + 1  # now cached
+
+
+def test_a_key_revoked_after_it_was_cached_stops_working(api: Api) -> None:
+    consumer = api.ok("POST", "/v1/consumers", api.operator_key, {"name": "c"})
+    spare = api.ok("POST", "/v1/api_keys", api.operator_key, {"party_id": consumer["id"]})
+    (principal,) = _resolve(api, [f"Bearer {spare['secret']}"])
+    assert isinstance(principal, Principal) and principal.party_id == consumer["id"]
+    api.ok("POST", f"/v1/api_keys/{spare['id']}/revoke", api.operator_key)
+    (refused,) = _resolve(api, [f"Bearer {spare['secret']}"])
+    assert isinstance(refused, DomainError) and refused.code == ErrorCode.INVALID_API_KEY
