@@ -350,3 +350,59 @@ def test_stored_subtrees_match_the_tree_across_appends(engine: Engine,
         for index in range(0, old, 3):
             assert merkle.inclusion_path(log.stored_subtree(c), index, old) == \
                 merkle.inclusion_path(sub, index, old)
+
+
+def _logged_ids(c: Connection) -> list[int]:
+    return [int(r[0]) for r in c.execute(text(
+        "SELECT entry_id FROM clearing_log_leaves ORDER BY leaf_index"))]
+
+
+def test_a_long_day_is_hashed_by_two_processes(engine: Engine, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Every seal here splits its range with a second process: the log is the one a single
+    process writes (every leaf recomputes from the ledger, every root matches), and the second
+    process's half was used, not read again (that would be logged)."""
+    monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    with engine.connect() as c:
+        assert log.verify_chain(c, _key(w)) == []
+        ids = _logged_ids(c)
+        dated = [int(r[0]) for r in c.execute(text(
+            "SELECT id FROM ledger_entries WHERE created_at < :cut ORDER BY id"),
+            {"cut": log.to_us_head(log.heads(c)[-1])})]
+    assert ids == dated and len(ids) >= 8
+    assert [r for r in caplog.records if r.name == log.__name__] == []
+
+
+def test_the_seal_reads_the_range_itself_when_the_second_process_sees_less(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An entry the sealing transaction wrote itself (not committed, so invisible to another
+    process) in the second process's half: the counts differ and the seal reads that half
+    itself, so the entry is logged."""
+    from lianjie import ledger
+
+    monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    w = make_world(engine, tmp_path)
+    w.at(DAY1, 9)
+    for consumer in w.consumers:
+        w.top_up(consumer, 100_00)
+    booked_at = w.clock.now()
+    w.at(DAY1 + timedelta(days=1), 1)
+
+    def unit(c: Connection) -> int:
+        a = ledger.open_account(c, booked_at, "tst_late_a", "test", "CNY").id
+        b = ledger.open_account(c, booked_at, "tst_late_b", "test", "CNY").id
+        booked = ledger.transfer(c, booked_at, "late:uncommitted", a, b, 1, code="late")
+        assert booked.ok and booked.entry_id is not None
+        log.seal_day(c, w.clock.now(), DAY1, w.cfg.day_end(DAY1), w.signer)
+        return booked.entry_id
+
+    with caplog.at_level("WARNING", logger=log.__name__):
+        entry_id = w.run(unit)
+    assert any("reading the range here" in r.getMessage() for r in caplog.records)
+    with engine.connect() as c:
+        assert entry_id in _logged_ids(c)
+        assert log.verify_chain(c, _key(w)) == []

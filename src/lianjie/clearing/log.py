@@ -9,7 +9,10 @@ hashes when asked), so an inclusion or consistency proof is O(log n) lookups ins
 over the day.
 
 Sealing is the hot path of end of day (one leaf per ledger entry): the database builds each
-entry's canonical bytes, Python only hashes them and builds the tree level by level.
+entry's canonical bytes, Python only hashes them and builds the tree level by level. A long day
+is read by two processes: a second one builds and hashes the upper half of the id range (over
+the same snapshot on PostgreSQL) while this one does the lower half and stores its leaves, since
+building the bytes is CPU work inside the database library (SQLite) or server (PostgreSQL).
 
 Appending takes the entries not yet logged whose ``created_at`` is before the day's cut-off; an
 entry that commits late (after a day was signed) is logged with the next day rather than lost.
@@ -21,8 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
-from collections.abc import Iterator
+import struct
+import subprocess
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -45,6 +54,11 @@ PROOF_LOOKUPS_MAX = 128  # per proof when many share one cache (a statement's pr
 # Complete subtrees of 2, 4 and 8 leaves are not stored: a proof recomputes one from at most 8
 # leaf hashes (one range read), and the log writes about n/8 node rows instead of n.
 NODE_LEVEL_STORED_MIN = 4
+# A seal with at least this many new entries reads the upper half in a second process (starting
+# one costs about a second of CPU; at 1 million entries each half takes several seconds).
+PARALLEL_ENTRIES_MIN = 300_000
+
+logger = logging.getLogger(__name__)
 
 
 def entry_bytes(entry: dict[str, Any], postings: list[list[int]]) -> bytes:
@@ -117,9 +131,7 @@ def iter_canonical(conn: Connection, after_id: int, upto_id: int, extra: str = "
 
 
 def _insert_many(conn: Connection, table: str, cols: tuple[str, ...],
-                 rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
+                 rows: Iterable[tuple[Any, ...]]) -> None:
     marks = ", ".join(f":{c}" for c in cols)
     cur, sql = _raw(conn, f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})")
     if conn.dialect.name == "sqlite":
@@ -146,25 +158,138 @@ def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     last = _last_logged_entry(conn)
     top = int(conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one())
     cut = to_us(cutoff)
+    ids: list[int] = []
     hashes: list[bytes] = []
-    rows: list[tuple[int, int, bytes]] = []
     # stragglers: entries below the last logged id that committed after it was logged
     stragglers = conn.execute(text(
         "SELECT e.id FROM ledger_entries e LEFT JOIN clearing_log_leaves l ON l.entry_id = e.id "
         "WHERE e.id <= :last AND l.entry_id IS NULL AND e.created_at < :cut ORDER BY e.id"),
         {"last": last, "cut": cut}).scalars().all()
     for entry_id in stragglers:
-        for eid, data, _ in iter_canonical(conn, entry_id - 1, entry_id):
-            hashes.append(merkle.leaf_hash(data))
-            rows.append((old + len(rows), eid, hashes[-1]))
-    sha256 = hashlib.sha256  # merkle.leaf_hash inlined: this loop runs once per entry
-    for eid, data, _ in iter_canonical(conn, last, top, "AND e.created_at < :cut", {"cut": cut}):
-        leaf = sha256(b"\x00" + data).digest()
-        hashes.append(leaf)
-        rows.append((old + len(rows), eid, leaf))
-    _insert_many(conn, "clearing_log_leaves", ("leaf_index", "entry_id", "leaf_hash"), rows)
+        _hash_entries(conn, entry_id - 1, entry_id, cut, ids, hashes)
+    mid = last + (top - last) // 2 if top - last >= PARALLEL_ENTRIES_MIN else top
+    upper = _UpperHalf(conn, mid, top, cut) if mid < top and _can_share(conn) else None
+    _hash_entries(conn, last, top if upper is None else mid, cut, ids, hashes)
+    _insert_leaves(conn, old, ids, hashes)
+    if upper is not None:  # its leaves follow ours; stored while ours were, it hashed its half
+        more_ids, more_hashes = upper.result(conn)
+        _insert_leaves(conn, old + len(ids), more_ids, more_hashes)
+        hashes.extend(more_hashes)
     _store_nodes(conn, old, hashes)
-    return old, old + len(rows)
+    return old, old + len(hashes)
+
+
+def _hash_entries(conn: Connection, after_id: int, upto_id: int, cut: int, ids: list[int],
+                  hashes: list[bytes]) -> None:
+    """Append the id and leaf hash of each entry in (after_id, upto_id] created before ``cut``."""
+    sha256 = hashlib.sha256  # merkle.leaf_hash inlined: this loop runs once per entry
+    for eid, data, _ in iter_canonical(conn, after_id, upto_id, "AND e.created_at < :cut",
+                                       {"cut": cut}):
+        ids.append(eid)
+        hashes.append(sha256(b"\x00" + data).digest())
+
+
+def _insert_leaves(conn: Connection, first: int, ids: list[int], hashes: list[bytes]) -> None:
+    _insert_many(conn, "clearing_log_leaves", ("leaf_index", "entry_id", "leaf_hash"),
+                 zip(range(first, first + len(ids)), ids, hashes, strict=True))
+
+
+def _can_share(conn: Connection) -> bool:
+    """Whether a second process can open this database: not an in-memory SQLite one."""
+    return conn.dialect.name == "postgresql" or conn.engine.url.database not in (None, "",
+                                                                                 ":memory:")
+
+
+def _count_entries(conn: Connection, after_id: int, upto_id: int) -> int:
+    return int(conn.execute(text(
+        "SELECT COUNT(*) FROM ledger_entries WHERE id > :a AND id <= :b"),
+        {"a": after_id, "b": upto_id}).scalar_one())
+
+
+class _UpperHalf:
+    """The entries in (after_id, upto_id], hashed by a second process.
+
+    It reads what this transaction reads: on PostgreSQL it imports this transaction's snapshot
+    (``pg_export_snapshot``); on SQLite the seal holds the write lock, so no entry commits while
+    it reads. Entries are immutable and never deleted, so the other process sees a subset of what
+    this transaction sees in the range; equal counts make the sets equal (a check that also
+    covers entries this transaction wrote and has not committed). If the counts differ, or the
+    process fails, this one reads the range itself.
+
+    The process is a fresh interpreter started with ``subprocess`` (not ``multiprocessing``,
+    whose spawn re-runs the caller's main script, and whose fork would copy open connections and
+    other threads' locks); it takes its job as JSON on stdin and answers on stdout."""
+
+    def __init__(self, conn: Connection, after_id: int, upto_id: int, cut: int) -> None:
+        self.range = (after_id, upto_id, cut)
+        snapshot = None
+        if conn.dialect.name == "postgresql":
+            snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar_one())
+        job = {"url": conn.engine.url.render_as_string(hide_password=False),
+               "snapshot": snapshot, "after_id": after_id, "upto_id": upto_id, "cut": cut}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from lianjie.clearing.log import _serve_range; "
+                 "_serve_range()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(job).encode())
+            self.proc.stdin.close()
+        except OSError:
+            logger.exception("could not start a second seal process; reading its range here")
+
+    def result(self, conn: Connection) -> tuple[list[int], list[bytes]]:
+        after_id, upto_id, cut = self.range
+        count, packed_ids, packed_hashes = -1, b"", b""
+        if self.proc is not None:
+            assert self.proc.stdout is not None
+            out = self.proc.stdout.read()
+            if self.proc.wait() == 0 and len(out) >= 16:
+                count, n = struct.unpack_from("<qq", out)
+                packed_ids, packed_hashes = out[16:16 + 8 * n], out[16 + 8 * n:]
+                if len(packed_hashes) != 32 * n:
+                    count = -1
+            if count < 0:
+                logger.error("the second seal process failed (exit %s); reading its range here",
+                             self.proc.returncode)
+        ids: list[int] = []
+        hashes: list[bytes] = []
+        if count != _count_entries(conn, after_id, upto_id):
+            if count >= 0:
+                logger.warning("the second seal process saw %d entries in (%d, %d], not the "
+                               "seal's; reading the range here", count, after_id, upto_id)
+            _hash_entries(conn, after_id, upto_id, cut, ids, hashes)
+            return ids, hashes
+        ids.extend(array("q", packed_ids))
+        hashes.extend(packed_hashes[i:i + 32] for i in range(0, len(packed_hashes), 32))
+        return ids, hashes
+
+
+def _serve_range() -> None:
+    """The second process: read a job from stdin, write (entries in the range, leaves, ids as
+    int64, leaf hashes) to stdout."""
+    from lianjie.db import make_engine
+
+    job = json.loads(sys.stdin.buffer.read())
+    engine = make_engine(job["url"])
+    ids: list[int] = []
+    hashes: list[bytes] = []
+    try:
+        with engine.connect() as conn:
+            if job["snapshot"] is not None:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                conn.execute(text(f"SET TRANSACTION SNAPSHOT '{job['snapshot']}'"))
+            _hash_entries(conn, job["after_id"], job["upto_id"], job["cut"], ids, hashes)
+            count = _count_entries(conn, job["after_id"], job["upto_id"])
+            conn.rollback()
+    finally:
+        engine.dispose()
+    out = sys.stdout.buffer
+    out.write(struct.pack("<qq", count, len(ids)))
+    out.write(array("q", ids).tobytes())
+    out.write(b"".join(hashes))
+    out.flush()
 
 
 def _store_nodes(conn: Connection, old: int, new_leaves: list[bytes]) -> None:
