@@ -360,10 +360,12 @@ def _logged_ids(c: Connection) -> list[int]:
 def test_a_long_day_is_hashed_by_two_processes(engine: Engine, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    """Every seal here splits its range with a second process: the log is the one a single
+    """Every seal here shares its range with a second process: the log is the one a single
     process writes (every leaf recomputes from the ledger, every root matches), and the second
-    process's half was used, not read again (that would be logged)."""
+    process's part was used, not read again (that would be logged). Pages of 3 entries here make
+    this process store the other's leaves between its own pages."""
     monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 3)
     w = make_world(engine, tmp_path)
     _two_days(w)
     with engine.connect() as c:
@@ -380,11 +382,12 @@ def test_the_seal_reads_the_range_itself_when_the_second_process_sees_less(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """An entry the sealing transaction wrote itself (not committed, so invisible to another
-    process) in the second process's half: the counts differ and the seal reads that half
-    itself, so the entry is logged."""
+    process) in the second process's part (here the whole range): the counts differ and the seal
+    reads that part itself, so the entry is logged."""
     from lianjie import ledger
 
     monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    monkeypatch.setattr(log, "SECOND_PROCESS_SHARE_PERCENT", 100)
     w = make_world(engine, tmp_path)
     w.at(DAY1, 9)
     for consumer in w.consumers:
