@@ -54,7 +54,7 @@ from lianjie.errors import DomainError, ErrorCode
 ZERO_HASH = b"\x00" * 32
 READ_BATCH_ENTRIES = 20_000
 NODE_LOOKUPS_MAX = 4096  # stored subtree hashes one proof (or one root) may read
-PROOF_LOOKUPS_MAX = 128  # per proof when many share one cache (a statement's proofs)
+LOOKUP_BATCH_KEYS = 500  # stored hashes read by one query for a statement's proofs
 # Complete subtrees of 2, 4 and 8 leaves are not stored: a proof recomputes one from at most 8
 # leaf hashes (one range read), and the log writes about n/8 node rows instead of n.
 NODE_LEVEL_STORED_MIN = 4
@@ -411,20 +411,79 @@ def stored_subtree(conn: Connection, lookups_max: int = NODE_LOOKUPS_MAX) -> mer
     ``lookups_max`` distinct ones read and kept)."""
     cache: dict[tuple[int, int], bytes] = {}
 
+    def complete(level: int, index: int) -> bytes:
+        if (level, index) not in cache:
+            assert len(cache) < lookups_max
+            cache[(level, index)] = _stored(conn, level, index)
+        return cache[(level, index)]
+
+    return _composed(complete)
+
+
+def proofs_subtree(conn: Connection, leaf_indexes: Iterable[int], size: int
+                   ) -> merkle.Subtree:
+    """``subtree(a, b)`` for the inclusion proofs of ``leaf_indexes`` in the tree of ``size``
+    leaves (a statement's proofs): the complete subtree hashes they need are found first (they
+    depend on the indexes alone) and read in batches of ``LOOKUP_BATCH_KEYS``, instead of a query
+    each."""
+    wanted: set[tuple[int, int]] = set()
+
+    def record(level: int, index: int) -> bytes:
+        wanted.add((level, index))
+        return b""
+
+    for index in leaf_indexes:
+        merkle.inclusion_path(_composed(record), index, size)
+    found = _stored_many(conn, wanted)
+    return _composed(lambda level, index: found[(level, index)])
+
+
+def _composed(complete: Callable[[int, int], bytes]) -> merkle.Subtree:
+    """``subtree(a, b)`` from ``complete(level, index)``, the hash of a complete subtree."""
     def subtree(a: int, b: int) -> bytes:
         n = b - a
         assert n >= 1
         if n & (n - 1) == 0 and a % n == 0:
             level = n.bit_length() - 1
-            key = (level, a >> level)
-            if key not in cache:
-                assert len(cache) < lookups_max
-                cache[key] = _stored(conn, *key)
-            return cache[key]
+            return complete(level, a >> level)
         k = merkle.split(n)
         return merkle.node_hash(subtree(a, a + k), subtree(a + k, b))
 
     return subtree
+
+
+def _stored_many(conn: Connection, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The hashes of complete subtrees ``keys`` (as ``_stored``), in batched reads."""
+    found: dict[tuple[int, int], bytes] = {}
+    by_level: dict[int, list[int]] = {}
+    for level, index in keys:
+        by_level.setdefault(level, []).append(index)
+    leaves = sorted({i for level, index in keys if level < NODE_LEVEL_STORED_MIN
+                     for i in range(index << level, (index + 1) << level)})
+    leaf_hash: dict[int, bytes] = {}
+    for batch in _batches(leaves):
+        leaf_hash.update((int(r[0]), bytes(r[1])) for r in conn.execute(
+            select(s.log_leaves.c.leaf_index, s.log_leaves.c.leaf_hash)
+            .where(s.log_leaves.c.leaf_index.in_(batch))))
+    for level, indexes in by_level.items():
+        if level >= NODE_LEVEL_STORED_MIN:
+            for batch in _batches(indexes):
+                found.update(((level, int(r[0])), bytes(r[1])) for r in conn.execute(
+                    select(s.log_nodes.c.node_index, s.log_nodes.c.hash).where(
+                        s.log_nodes.c.level == level, s.log_nodes.c.node_index.in_(batch))))
+            continue
+        for index in indexes:
+            hashes = [leaf_hash[i] for i in range(index << level, (index + 1) << level)]
+            while len(hashes) > 1:
+                hashes = merkle.parents(hashes)
+            found[(level, index)] = hashes[0]
+    assert keys <= found.keys(), "a subtree a proof needs is not stored"
+    return found
+
+
+def _batches(values: list[int]) -> Iterator[list[int]]:
+    for i in range(0, len(values), LOOKUP_BATCH_KEYS):
+        yield values[i:i + LOOKUP_BATCH_KEYS]
 
 
 def log_root(conn: Connection, size: int) -> bytes:
