@@ -411,3 +411,46 @@ def test_the_seal_reads_the_range_itself_when_the_second_process_sees_less(
     with engine.connect() as c:
         assert entry_id in _logged_ids(c)
         assert log.verify_chain(c, _key(w)) == []
+
+
+def test_the_leaves_survive_migration_0011_down_and_up(engine: Engine) -> None:
+    """0011 makes the leaf index SQLite's rowid (a no-op on PostgreSQL): the rows are kept
+    both ways, and afterwards the table is keyed by the leaf index."""
+    from alembic import command
+    from alembic.config import Config
+
+    from lianjie.db import migrate
+
+    rows = [{"i": i, "e": 100 + i, "h": bytes([i]) * 32} for i in range(5)]
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO clearing_log_leaves (leaf_index, entry_id, leaf_hash) "
+                       "VALUES (:i, :e, :h)"), rows)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(log.__file__).parents[1] / "migrations"))
+
+    def leaves() -> list[tuple[int, int, bytes]]:
+        with engine.connect() as c:
+            return [(int(r[0]), int(r[1]), bytes(r[2])) for r in c.execute(text(
+                "SELECT leaf_index, entry_id, leaf_hash FROM clearing_log_leaves "
+                "ORDER BY leaf_index"))]
+
+    def declared() -> str:
+        with engine.connect() as c:
+            return str(c.execute(text("SELECT sql FROM sqlite_master "
+                                      "WHERE name = 'clearing_log_leaves'")).scalar_one())
+
+    expected = [(r["i"], r["e"], r["h"]) for r in rows]
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010_credit")
+        conn.commit()
+    assert leaves() == expected
+    if engine.dialect.name == "sqlite":
+        assert "leaf_index BIGINT" in declared()
+    migrate(engine)
+    assert leaves() == expected
+    if engine.dialect.name == "sqlite":
+        assert "leaf_index INTEGER" in declared()
+        with engine.connect() as c:
+            assert [int(r[0]) for r in c.execute(text(
+                "SELECT rowid FROM clearing_log_leaves ORDER BY rowid"))] == list(range(5))
