@@ -364,10 +364,9 @@ def test_a_long_day_is_hashed_by_two_processes(engine: Engine, tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     """Every seal here shares its range with a second process: the log is the one a single
     process writes (every leaf recomputes from the ledger, every root matches), and the second
-    process's part was used, not read again (that would be logged). Pages of 3 entries here make
-    this process store the other's leaves between its own pages."""
+    process's part was used, not read again (that would be logged)."""
     monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
-    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 3)
+    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 3)  # this process reads pages of 3 entries
     w = make_world(engine, tmp_path)
     _two_days(w)
     with engine.connect() as c:

@@ -11,9 +11,9 @@ over the day.
 Sealing is the hot path of end of day (one leaf per ledger entry): the database builds each
 entry's canonical bytes, Python only hashes them and builds the tree level by level. A long day
 is read by two processes, since building the bytes is CPU work inside the database library
-(SQLite) or server (PostgreSQL): a second one builds and hashes the lower part of the id range
-(over the same snapshot on PostgreSQL) and streams the hashes back, and this one hashes the rest
-and stores all the leaves.
+(SQLite) or server (PostgreSQL): a second one builds and hashes the upper part of the id range
+(over the same snapshot on PostgreSQL) and streams the hashes back, while this one hashes the
+lower part and stores its leaves, then the other's as they arrive.
 
 Appending takes the entries not yet logged whose ``created_at`` is before the day's cut-off; an
 entry that commits late (after a day was signed) is logged with the next day rather than lost.
@@ -37,7 +37,6 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import partial
 from typing import Any
 
 import orjson
@@ -61,10 +60,11 @@ NODE_LEVEL_STORED_MIN = 4
 # A seal with at least this many new entries reads the upper half in a second process (starting
 # one costs about a second of CPU; at 1 million entries each half takes several seconds).
 PARALLEL_ENTRIES_MIN = 300_000
-# The second process's share of the range: this one also stores every leaf (about 2 µs of CPU a
-# row on SQLite, against about 4.5 µs to build and hash one), so it takes the smaller part; at
-# 1 million entries the two then spend about the same CPU (3.9 s here, 4.2 s there).
-SECOND_PROCESS_SHARE_PERCENT = 75
+# The second process's share of the range (the upper part): this one also stores every leaf
+# (about 1.6 µs of CPU a row on SQLite, against about 4.5 µs to build and hash one), so it takes
+# the smaller part. At 10 million entries with 75% the two spent about the same CPU (34 s each);
+# at 70% this one, which also builds the tree after the last page, still keeps up with the pages.
+SECOND_PROCESS_SHARE_PERCENT = 70
 
 logger = logging.getLogger(__name__)
 
@@ -175,21 +175,15 @@ def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         {"last": last, "cut": cut}).scalars().all()
     for entry_id in stragglers:
         _hash_entries(conn, entry_id - 1, entry_id, cut, ids, hashes)
-    _insert_leaves(conn, old, ids, hashes)
-    lower: _LowerPart | None = None
+    other: _OtherPart | None = None
+    upto = top
     if top - last >= PARALLEL_ENTRIES_MIN and _can_share(conn):
-        mid = last + (top - last) * SECOND_PROCESS_SHARE_PERCENT // 100
-        lower = _LowerPart(conn, last, mid, cut, old + len(ids))
-        last = mid
-    # this process hashes the rest (the upper part), storing the other's leaves as they come
-    mine_ids: list[int] = []
-    mine: list[bytes] = []
-    _hash_entries(conn, last, top, cut, mine_ids, mine,
-                  None if lower is None else partial(lower.store_ready, conn))
-    if lower is not None:
-        hashes.extend(lower.finish(conn))
-    _insert_leaves(conn, old + len(hashes), mine_ids, mine)
-    hashes.extend(mine)
+        upto = top - (top - last) * SECOND_PROCESS_SHARE_PERCENT // 100
+        other = _OtherPart(conn, upto, top, cut)
+    _hash_entries(conn, last, upto, cut, ids, hashes)
+    _insert_leaves(conn, old, ids, hashes)
+    if other is not None:  # its leaves follow: stored as its pages arrive
+        hashes.extend(other.store(conn, old + len(hashes)))
     _store_nodes(conn, old, hashes)
     return old, old + len(hashes)
 
@@ -225,30 +219,25 @@ def _count_entries(conn: Connection, after_id: int, upto_id: int) -> int:
         {"a": after_id, "b": upto_id}).scalar_one())
 
 
-class _LowerPart:
+class _OtherPart:
     """The entries in (after_id, upto_id], hashed by a second process while this one hashes the
-    entries above; their leaves start at ``first_leaf``.
+    entries below and stores their leaves.
 
     It reads what this transaction reads: on PostgreSQL it imports this transaction's snapshot
     (``pg_export_snapshot``); on SQLite the seal holds the write lock, so no entry commits while
     it reads. Entries are immutable and never deleted, so the other process sees a subset of what
     this transaction sees in the range; equal counts make the sets equal (a check that also
     covers entries this transaction wrote and has not committed). If the counts differ, or the
-    process fails, the leaves it sent are deleted and this process reads the range itself.
+    process fails, the leaves stored from it are deleted and this process reads the range.
 
     The process is a fresh interpreter started with ``subprocess`` (not ``multiprocessing``,
     whose spawn re-runs the caller's main script, and whose fork would copy open connections and
     other threads' locks). It takes its job as JSON on stdin and answers on stdout a page at a
-    time; a thread here drains the pipe so it never waits, and this process stores the pages
-    between its own (one connection: the leaves are rows of this transaction)."""
+    time; a thread here drains the pipe into a queue so it never waits, and ``store`` writes
+    the pages' leaves as they come (one connection: they are rows of this transaction)."""
 
-    def __init__(self, conn: Connection, after_id: int, upto_id: int, cut: int,
-                 first_leaf: int) -> None:
+    def __init__(self, conn: Connection, after_id: int, upto_id: int, cut: int) -> None:
         self.range = (after_id, upto_id, cut)
-        self.first_leaf = first_leaf
-        self.hashes: list[bytes] = []
-        self.count = -1  # entries it saw in the range; -1 until it says (or if it fails)
-        self.done = False
         self.pages: queue.SimpleQueue[tuple[int, int, bytes] | None] = queue.SimpleQueue()
         snapshot = None
         if conn.dialect.name == "postgresql":
@@ -266,7 +255,6 @@ class _LowerPart:
             self.proc.stdin.close()
         except OSError:
             logger.exception("could not start a second seal process; reading its range here")
-            self.done = True
             return
         self.reader = threading.Thread(target=self._read, name="seal-pages", daemon=True)
         self.reader.start()
@@ -290,47 +278,42 @@ class _LowerPart:
             if count >= 0:
                 return
 
-    def store_ready(self, conn: Connection, wait: bool = False) -> None:
-        """Store the leaves of the pages that have arrived (all of them, with ``wait``)."""
-        while not self.done:
-            try:
-                page = self.pages.get(block=wait)
-            except queue.Empty:
-                return
+    def store(self, conn: Connection, first_leaf: int) -> list[bytes]:
+        """Store the range's leaves from ``first_leaf`` on, as the pages arrive; their hashes."""
+        after_id, upto_id, cut = self.range
+        expected = _count_entries(conn, after_id, upto_id)  # while the other process works
+        hashes: list[bytes] = []
+        count = -1
+        while self.proc is not None:
+            page = self.pages.get()
             if page is None:
-                self.done = True
-                return
+                break
             count, n, body = page
             if count >= 0:
-                self.count, self.done = count, True
-                return
-            ids = array("q", body[:8 * n])
-            hashes = [body[i:i + 32] for i in range(8 * n, 40 * n, 32)]
-            _insert_leaves(conn, self.first_leaf + len(self.hashes), list(ids), hashes)
-            self.hashes.extend(hashes)
-
-    def finish(self, conn: Connection) -> list[bytes]:
-        """The leaf hashes of the range, stored, once the other process is done."""
-        self.store_ready(conn, wait=True)
+                break
+            page_hashes = [body[i:i + 32] for i in range(8 * n, 40 * n, 32)]
+            _insert_leaves(conn, first_leaf + len(hashes), list(array("q", body[:8 * n])),
+                           page_hashes)
+            hashes.extend(page_hashes)
         if self.proc is not None:
             self.proc.wait()
             self.reader.join()
-            if self.count < 0:
+            if count < 0:
                 logger.error("the second seal process failed (exit %s); reading its range "
                              "here", self.proc.returncode)
-        after_id, upto_id, cut = self.range
-        if self.count == _count_entries(conn, after_id, upto_id):
-            return self.hashes
-        if self.count >= 0:
+        if count == expected:
+            return hashes
+        if count >= 0:
             logger.warning("the second seal process saw %d entries in (%d, %d], not the "
-                           "seal's; reading the range here", self.count, after_id, upto_id)
+                           "seal's %d; reading the range here", count, after_id, upto_id,
+                           expected)
         conn.execute(text("DELETE FROM clearing_log_leaves WHERE leaf_index >= :first"),
-                     {"first": self.first_leaf})
+                     {"first": first_leaf})
         ids: list[int] = []
-        self.hashes = []
-        _hash_entries(conn, after_id, upto_id, cut, ids, self.hashes)
-        _insert_leaves(conn, self.first_leaf, ids, self.hashes)
-        return self.hashes
+        hashes = []
+        _hash_entries(conn, after_id, upto_id, cut, ids, hashes)
+        _insert_leaves(conn, first_leaf, ids, hashes)
+        return hashes
 
 
 def _serve_range() -> None:
