@@ -366,7 +366,8 @@ def test_a_long_day_is_hashed_by_two_processes(engine: Engine, tmp_path: Path,
     process writes (every leaf recomputes from the ledger, every root matches), and the second
     process's part was used, not read again (that would be logged)."""
     monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
-    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 3)  # this process reads pages of 3 entries
+    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 3)  # both read and send pages of 3 entries
+    monkeypatch.setattr(log, "TREE_STEP_LEAVES", 1)  # the tree grows page by page
     w = make_world(engine, tmp_path)
     _two_days(w)
     with engine.connect() as c:
@@ -389,9 +390,11 @@ def test_the_seal_reads_the_range_itself_when_the_second_process_sees_less(
 
     monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
     monkeypatch.setattr(log, "SECOND_PROCESS_SHARE_PERCENT", 100)
+    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 4)
+    monkeypatch.setattr(log, "TREE_STEP_LEAVES", 1)  # subtrees stored, then dropped with them
     w = make_world(engine, tmp_path)
     w.at(DAY1, 9)
-    for consumer in w.consumers:
+    for consumer in w.consumers * 8:  # enough leaves for stored subtrees (16 and up)
         w.top_up(consumer, 100_00)
     booked_at = w.clock.now()
     w.at(DAY1 + timedelta(days=1), 1)

@@ -65,6 +65,9 @@ PARALLEL_ENTRIES_MIN = 300_000
 # the smaller part. At 10 million entries with 75% the two spent about the same CPU (34 s each);
 # at 70% this one, which also builds the tree after the last page, still keeps up with the pages.
 SECOND_PROCESS_SHARE_PERCENT = 70
+# While the other process's pages arrive, the subtrees their leaves complete are built and stored
+# every so many leaves (each step reads at most one stored left sibling per level).
+TREE_STEP_LEAVES = 200_000
 
 logger = logging.getLogger(__name__)
 
@@ -121,19 +124,20 @@ def _raw(conn: Connection, sql: str) -> tuple[Any, str]:
 
 
 def iter_canonical(conn: Connection, after_id: int, upto_id: int, extra: str = "",
-                   params: dict[str, Any] | None = None) -> Iterator[tuple[int, bytes, int]]:
+                   params: dict[str, Any] | None = None, page: int | None = None
+                   ) -> Iterator[tuple[int, bytes, int]]:
     """(entry id, canonical bytes, created_at µs) for entries in (after_id, upto_id], id order,
-    read in keyset pages."""
+    read in keyset pages of ``page`` entries (default ``READ_BATCH_ENTRIES``)."""
     sql = _CANONICAL_POSTGRESQL if conn.dialect.name == "postgresql" else _CANONICAL_SQLITE
     cur, sql = _raw(conn, sql.replace("{extra}", extra))
+    page = page or READ_BATCH_ENTRIES
     lo = after_id
     while True:
-        cur.execute(sql, {"after": lo, "upto": upto_id, "n": READ_BATCH_ENTRIES,
-                          **(params or {})})
+        cur.execute(sql, {"after": lo, "upto": upto_id, "n": page, **(params or {})})
         rows = cur.fetchall()
         for r in rows:
             yield r[0], r[1].encode(), r[2]
-        if len(rows) < READ_BATCH_ENTRIES:
+        if len(rows) < page:
             return
         lo = rows[-1][0]
 
@@ -182,24 +186,27 @@ def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         other = _OtherPart(conn, upto, top, cut)
     _hash_entries(conn, last, upto, cut, ids, hashes)
     _insert_leaves(conn, old, ids, hashes)
-    if other is not None:  # its leaves follow: stored as its pages arrive
-        hashes.extend(other.store(conn, old + len(hashes)))
     _store_nodes(conn, old, hashes)
-    return old, old + len(hashes)
+    new = old + len(hashes)
+    if other is not None:  # its leaves follow, stored (and their tree built) as pages arrive
+        new += other.store(conn, new)
+    return old, new
 
 
 def _hash_entries(conn: Connection, after_id: int, upto_id: int, cut: int, ids: list[int],
-                  hashes: list[bytes], between_pages: Callable[[], None] | None = None
-                  ) -> None:
-    """Append the id and leaf hash of each entry in (after_id, upto_id] created before ``cut``;
-    ``between_pages`` runs after each page read."""
+                  hashes: list[bytes], full: Callable[[], None] | None = None,
+                  page: int | None = None) -> None:
+    """Append the id and leaf hash of each entry in (after_id, upto_id] created before ``cut``,
+    read ``page`` entries at a time; ``full`` runs each time ``ids`` holds a multiple of
+    ``page`` (the second process sends and clears them)."""
     sha256 = hashlib.sha256  # merkle.leaf_hash inlined: this loop runs once per entry
+    page = page or READ_BATCH_ENTRIES
     for eid, data, _ in iter_canonical(conn, after_id, upto_id, "AND e.created_at < :cut",
-                                       {"cut": cut}):
+                                       {"cut": cut}, page):
         ids.append(eid)
         hashes.append(sha256(b"\x00" + data).digest())
-        if between_pages is not None and len(ids) % READ_BATCH_ENTRIES == 0:
-            between_pages()
+        if full is not None and len(ids) % page == 0:
+            full()
 
 
 def _insert_leaves(conn: Connection, first: int, ids: list[int], hashes: list[bytes]) -> None:
@@ -243,7 +250,8 @@ class _OtherPart:
         if conn.dialect.name == "postgresql":
             snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar_one())
         job = {"url": conn.engine.url.render_as_string(hide_password=False),
-               "snapshot": snapshot, "after_id": after_id, "upto_id": upto_id, "cut": cut}
+               "snapshot": snapshot, "after_id": after_id, "upto_id": upto_id, "cut": cut,
+               "page": READ_BATCH_ENTRIES}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.proc: subprocess.Popen[bytes] | None = None
         try:
@@ -278,11 +286,13 @@ class _OtherPart:
             if count >= 0:
                 return
 
-    def store(self, conn: Connection, first_leaf: int) -> list[bytes]:
-        """Store the range's leaves from ``first_leaf`` on, as the pages arrive; their hashes."""
+    def store(self, conn: Connection, first_leaf: int) -> int:
+        """Store the range's leaves from ``first_leaf`` on, and the subtrees they complete, as
+        the pages arrive (the tree in steps of ``TREE_STEP_LEAVES``); how many leaves."""
         after_id, upto_id, cut = self.range
         expected = _count_entries(conn, after_id, upto_id)  # while the other process works
-        hashes: list[bytes] = []
+        stored = 0
+        pending: list[bytes] = []  # leaves stored, not yet in the tree
         count = -1
         while self.proc is not None:
             page = self.pages.get()
@@ -291,10 +301,13 @@ class _OtherPart:
             count, n, body = page
             if count >= 0:
                 break
-            page_hashes = [body[i:i + 32] for i in range(8 * n, 40 * n, 32)]
-            _insert_leaves(conn, first_leaf + len(hashes), list(array("q", body[:8 * n])),
-                           page_hashes)
-            hashes.extend(page_hashes)
+            hashes = [body[i:i + 32] for i in range(8 * n, 40 * n, 32)]
+            _insert_leaves(conn, first_leaf + stored, list(array("q", body[:8 * n])), hashes)
+            stored += n
+            pending.extend(hashes)
+            if len(pending) >= TREE_STEP_LEAVES:
+                _store_nodes(conn, first_leaf + stored - len(pending), pending)
+                pending = []
         if self.proc is not None:
             self.proc.wait()
             self.reader.join()
@@ -302,18 +315,29 @@ class _OtherPart:
                 logger.error("the second seal process failed (exit %s); reading its range "
                              "here", self.proc.returncode)
         if count == expected:
-            return hashes
+            _store_nodes(conn, first_leaf + stored - len(pending), pending)
+            return stored
         if count >= 0:
             logger.warning("the second seal process saw %d entries in (%d, %d], not the "
                            "seal's %d; reading the range here", count, after_id, upto_id,
                            expected)
-        conn.execute(text("DELETE FROM clearing_log_leaves WHERE leaf_index >= :first"),
-                     {"first": first_leaf})
+        _truncate(conn, first_leaf)
         ids: list[int] = []
-        hashes = []
-        _hash_entries(conn, after_id, upto_id, cut, ids, hashes)
-        _insert_leaves(conn, first_leaf, ids, hashes)
-        return hashes
+        pending = []
+        _hash_entries(conn, after_id, upto_id, cut, ids, pending)
+        _insert_leaves(conn, first_leaf, ids, pending)
+        _store_nodes(conn, first_leaf, pending)
+        return len(ids)
+
+
+def _truncate(conn: Connection, size: int) -> None:
+    """Drop the leaves from ``size`` on and every stored subtree that covers one of them (only
+    within the transaction that stored them: a signed log is never cut)."""
+    conn.execute(text("DELETE FROM clearing_log_leaves WHERE leaf_index >= :size"),
+                 {"size": size})
+    for level in range(NODE_LEVEL_STORED_MIN, 64):
+        conn.execute(text("DELETE FROM clearing_log_nodes WHERE level = :level "
+                          "AND node_index >= :first"), {"level": level, "first": size >> level})
 
 
 def _serve_range() -> None:
@@ -340,7 +364,8 @@ def _serve_range() -> None:
             if job["snapshot"] is not None:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
                 conn.execute(text(f"SET TRANSACTION SNAPSHOT '{job['snapshot']}'"))
-            _hash_entries(conn, job["after_id"], job["upto_id"], job["cut"], ids, hashes, send)
+            _hash_entries(conn, job["after_id"], job["upto_id"], job["cut"], ids, hashes, send,
+                          job["page"])
             send()
             count = _count_entries(conn, job["after_id"], job["upto_id"])
             conn.rollback()
