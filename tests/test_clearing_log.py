@@ -347,6 +347,112 @@ def test_stored_subtrees_match_the_tree_across_appends(engine: Engine,
         stored = c.execute(text("SELECT MIN(level) FROM clearing_log_nodes")).scalar()
         assert stored is None or stored >= log.NODE_LEVEL_STORED_MIN
         sub = merkle.memory_subtree(leaves)
+        batched = log.proofs_subtree(c, range(0, old, 3), old)  # a statement's proofs
         for index in range(0, old, 3):
             assert merkle.inclusion_path(log.stored_subtree(c), index, old) == \
-                merkle.inclusion_path(sub, index, old)
+                merkle.inclusion_path(sub, index, old) == \
+                merkle.inclusion_path(batched, index, old)
+
+
+def _logged_ids(c: Connection) -> list[int]:
+    return [int(r[0]) for r in c.execute(text(
+        "SELECT entry_id FROM clearing_log_leaves ORDER BY leaf_index"))]
+
+
+def test_a_long_day_is_hashed_by_two_processes(engine: Engine, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Every seal here shares its range with a second process: the log is the one a single
+    process writes (every leaf recomputes from the ledger, every root matches), and the second
+    process's part was used, not read again (that would be logged)."""
+    monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 3)  # both read and send pages of 3 entries
+    monkeypatch.setattr(log, "TREE_STEP_LEAVES", 1)  # the tree grows page by page
+    w = make_world(engine, tmp_path)
+    _two_days(w)
+    with engine.connect() as c:
+        assert log.verify_chain(c, _key(w)) == []
+        ids = _logged_ids(c)
+        dated = [int(r[0]) for r in c.execute(text(
+            "SELECT id FROM ledger_entries WHERE created_at < :cut ORDER BY id"),
+            {"cut": log.to_us_head(log.heads(c)[-1])})]
+    assert ids == dated and len(ids) >= 8
+    assert [r for r in caplog.records if r.name == log.__name__] == []
+
+
+def test_the_seal_reads_the_range_itself_when_the_second_process_sees_less(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An entry the sealing transaction wrote itself (not committed, so invisible to another
+    process) in the second process's part (here the whole range): the counts differ and the seal
+    reads that part itself, so the entry is logged."""
+    from lianjie import ledger
+
+    monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    monkeypatch.setattr(log, "SECOND_PROCESS_SHARE_PERCENT", 100)
+    monkeypatch.setattr(log, "READ_BATCH_ENTRIES", 4)
+    monkeypatch.setattr(log, "TREE_STEP_LEAVES", 1)  # subtrees stored, then dropped with them
+    w = make_world(engine, tmp_path)
+    w.at(DAY1, 9)
+    for consumer in w.consumers * 8:  # enough leaves for stored subtrees (16 and up)
+        w.top_up(consumer, 100_00)
+    booked_at = w.clock.now()
+    w.at(DAY1 + timedelta(days=1), 1)
+
+    def unit(c: Connection) -> int:
+        a = ledger.open_account(c, booked_at, "tst_late_a", "test", "CNY").id
+        b = ledger.open_account(c, booked_at, "tst_late_b", "test", "CNY").id
+        booked = ledger.transfer(c, booked_at, "late:uncommitted", a, b, 1, code="late")
+        assert booked.ok and booked.entry_id is not None
+        log.seal_day(c, w.clock.now(), DAY1, w.cfg.day_end(DAY1), w.signer)
+        return booked.entry_id
+
+    with caplog.at_level("WARNING", logger=log.__name__):
+        entry_id = w.run(unit)
+    assert any("reading the range here" in r.getMessage() for r in caplog.records)
+    with engine.connect() as c:
+        assert entry_id in _logged_ids(c)
+        assert log.verify_chain(c, _key(w)) == []
+
+
+def test_the_leaves_survive_migration_0011_down_and_up(engine: Engine) -> None:
+    """0011 makes the leaf index SQLite's rowid (a no-op on PostgreSQL): the rows are kept
+    both ways, and afterwards the table is keyed by the leaf index."""
+    from alembic import command
+    from alembic.config import Config
+
+    from lianjie.db import migrate
+
+    rows = [{"i": i, "e": 100 + i, "h": bytes([i]) * 32} for i in range(5)]
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO clearing_log_leaves (leaf_index, entry_id, leaf_hash) "
+                       "VALUES (:i, :e, :h)"), rows)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(log.__file__).parents[1] / "migrations"))
+
+    def leaves() -> list[tuple[int, int, bytes]]:
+        with engine.connect() as c:
+            return [(int(r[0]), int(r[1]), bytes(r[2])) for r in c.execute(text(
+                "SELECT leaf_index, entry_id, leaf_hash FROM clearing_log_leaves "
+                "ORDER BY leaf_index"))]
+
+    def declared() -> str:
+        with engine.connect() as c:
+            return str(c.execute(text("SELECT sql FROM sqlite_master "
+                                      "WHERE name = 'clearing_log_leaves'")).scalar_one())
+
+    expected = [(r["i"], r["e"], r["h"]) for r in rows]
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010_credit")
+        conn.commit()
+    assert leaves() == expected
+    if engine.dialect.name == "sqlite":
+        assert "leaf_index BIGINT" in declared()
+    migrate(engine)
+    assert leaves() == expected
+    if engine.dialect.name == "sqlite":
+        assert "leaf_index INTEGER" in declared()
+        with engine.connect() as c:
+            assert [int(r[0]) for r in c.execute(text(
+                "SELECT rowid FROM clearing_log_leaves ORDER BY rowid"))] == list(range(5))

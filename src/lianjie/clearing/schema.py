@@ -135,7 +135,9 @@ instructions = Table(
 log_leaves = Table(
     "clearing_log_leaves",
     metadata,
-    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    # SQLite: INTEGER PRIMARY KEY makes the leaf index the rowid (two B-trees a row, not three)
+    Column("leaf_index", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+           autoincrement=False),
     Column("entry_id", BigInteger, nullable=False, unique=True),
     Column("leaf_hash", LargeBinary(32), nullable=False),
 )

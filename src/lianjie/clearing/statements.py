@@ -230,8 +230,8 @@ def proofs_for(conn: Connection, head: log.Head, statements: list[AccountStateme
     """An inclusion proof for every entry on the statements, to the day's signed head."""
     from lianjie.clearing import merkle
 
-    lines = sum(len(st.lines) for st in statements)
-    subtree = log.stored_subtree(conn, log.NODE_LOOKUPS_MAX + log.PROOF_LOOKUPS_MAX * lines)
+    subtree = log.proofs_subtree(conn, (ln.leaf_index for st in statements for ln in st.lines),
+                                 head.tree_size)
     proofs = []
     seen: set[int] = set()
     for st in statements:
