@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.aio_support import run_in_own_loop
+
 from conftest import Api
 from lianjie.api.keys import Principal, Role
 from lianjie.errors import DomainError, ErrorCode
@@ -16,7 +18,7 @@ def _resolve(api: Api, headers: list[str]) -> list[Principal | BaseException]:
     async def all_at_once() -> list[Principal | BaseException]:
         return list(await asyncio.gather(*(api.rt.principal_of(h) for h in headers),
                                          return_exceptions=True))
-    return asyncio.run(all_at_once())
+    return run_in_own_loop(all_at_once(), 30.0)
 
 
 def test_keys_missing_from_the_cache_are_read_together(api: Api) -> None:

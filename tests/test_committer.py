@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from tests.aio_support import run_in_own_loop
 
 from lianjie import ledger as L
 from lianjie.clock import ManualClock
@@ -136,7 +137,7 @@ def test_units_awaited_on_an_event_loop_resolve_there(committer: Committer,
         outcomes = list(await asyncio.gather(*futures, return_exceptions=True))
         return [*outcomes, thread_future.result(WAIT_S)]
 
-    outcomes = asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    outcomes = run_in_own_loop(main(), WAIT_S)
     assert all(isinstance(o, int) for o in outcomes[:3]) and isinstance(outcomes[5], int)
     assert outcomes[3] is failure
     assert isinstance(outcomes[4], asyncio.CancelledError)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine
+from tests.aio_support import run_in_own_loop
 
 from lianjie import marketing as mkt
 from lianjie.clock import ManualClock
@@ -202,7 +203,7 @@ def test_grabs_awaited_on_an_event_loop_resolve_there_with_their_refusals(
             assert f.get_loop() is loop
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
-    outcomes = asyncio.run(asyncio.wait_for(grab_all(), WAIT_S))
+    outcomes = run_in_own_loop(grab_all(), WAIT_S)
     codes = [o.code if isinstance(o, DomainError) else o for o in outcomes]
     assert isinstance(outcomes[3], asyncio.CancelledError)
     assert codes[-2:] == [ErrorCode.ALREADY_GRABBED, ErrorCode.NOT_IN_GROUP]
