@@ -308,20 +308,23 @@ def _one_by_one(compiled: tuple[rulesets.Compiled, ...], context: Any
     return fired, failed
 
 
+def _rules_verdict(fired: list[rulesets.Rule]) -> tuple[str | None, float]:
+    """What the acting (not shadow) rules that fired decide outright, by precedence block,
+    allow, review (None: they only score), and the points of the scoring ones."""
+    acting = [r for r in fired if not r.shadow]
+    actions = {r.action for r in acting}
+    verdict = next((a for a in ("block", "allow", "review") if a in actions), None)
+    return verdict, sum(r.weight for r in acting if r.action == "score")
+
+
 def outcome_of(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet, model_p: float | None,
                model_points: float) -> tuple[str, float]:
     """Outcome and score from the acting rules and the model's probability."""
-    acting = [r for r in fired if not r.shadow]
-    score = sum(r.weight for r in acting if r.action == "score")
+    verdict, score = _rules_verdict(fired)
     if model_p is not None:
         score += model_points * model_p
-    actions = {r.action for r in acting}
-    if "block" in actions:
-        return "block", score
-    if "allow" in actions:
-        return "allow", score
-    if "review" in actions:
-        return "review", score
+    if verdict is not None:
+        return verdict, score
     if score >= rule_set.block_score:
         return "block", score
     if score >= rule_set.review_score:
@@ -335,15 +338,9 @@ def model_headroom(fired: list[rulesets.Rule], rule_set: rulesets.RuleSet) -> fl
     when ``model_p / model.threshold >= model_headroom(...)``. 0 when the acting rules stop it
     already, infinity when one allows it outright, 1 when no rule added anything. Training
     uses it to choose the model's threshold for the rules it will serve beside."""
-    acting = [r for r in fired if not r.shadow]
-    actions = {r.action for r in acting}
-    if "block" in actions:
-        return 0.0
-    if "allow" in actions:
-        return math.inf
-    if "review" in actions:
-        return 0.0
-    score = sum(r.weight for r in acting if r.action == "score")
+    verdict, score = _rules_verdict(fired)
+    if verdict is not None:
+        return math.inf if verdict == "allow" else 0.0
     stop_at = min(rule_set.review_score, rule_set.block_score)
     return max(0.0, (stop_at - score) / rule_set.review_score)
 
