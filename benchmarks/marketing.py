@@ -271,7 +271,7 @@ def run_http(url: str, shares: int, concurrency: int, workers: int = 1, risk_on:
             operator_key = (Path(home) / "operator_key").read_text().strip()
             packet_id, keys = asyncio.run(http_world(server.port, operator_key, shares))
             server_cpu0, cpu0 = process_tree_ticks(server.pid) / TICK_S, time.process_time()
-            loop_cpu0, load0 = thread_ticks(server.pid) / TICK_S, loadavg()
+            loop_cpu0, load0 = thread_ticks(server.pid) / TICK_S, _load_1m()
             seconds, latencies, outcomes = asyncio.run(
                 http_load(server.port, packet_id, keys, concurrency))
             server_cpu = process_tree_ticks(server.pid) / TICK_S - server_cpu0
@@ -295,7 +295,7 @@ def run_http(url: str, shares: int, concurrency: int, workers: int = 1, risk_on:
             # (every grab unit), the key lookups' worker thread and background jobs
             "server_loop_cpu_ms_per_grab": round(loop_cpu * 1000 / outcomes["ok"], 3)
             if workers == 1 else None,
-            "load_average": [load0, loadavg()],
+            "load_average": [load0, _load_1m()],
             "latency_ms": {q: round(pct(latencies, v), 2) for q, v in
                            (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}, "check": verdict}
 
@@ -307,8 +307,8 @@ def thread_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
+def _load_1m() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 # -- coupon redemption's cost inside a payment ----------------------------------------------

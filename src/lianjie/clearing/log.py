@@ -406,9 +406,7 @@ def _stored(conn: Connection, level: int, index: int) -> bytes:
                                                    leaves < (index + 1) << level)
             .order_by(leaves)).scalars()]
         assert len(hashes) == 1 << level, f"subtree {level}/{index} is not complete"
-        while len(hashes) > 1:
-            hashes = merkle.parents(hashes)
-        found = hashes[0]
+        found = merkle.root(hashes)
     else:
         found = conn.execute(select(s.log_nodes.c.hash).where(
             s.log_nodes.c.level == level, s.log_nodes.c.node_index == index)).scalar_one()
@@ -482,10 +480,8 @@ def _stored_many(conn: Connection, keys: set[tuple[int, int]]) -> dict[tuple[int
                         s.log_nodes.c.level == level, s.log_nodes.c.node_index.in_(batch))))
             continue
         for index in indexes:
-            hashes = [leaf_hash[i] for i in range(index << level, (index + 1) << level)]
-            while len(hashes) > 1:
-                hashes = merkle.parents(hashes)
-            found[(level, index)] = hashes[0]
+            found[(level, index)] = merkle.root(
+                [leaf_hash[i] for i in range(index << level, (index + 1) << level)])
     assert keys <= found.keys(), "a subtree a proof needs is not stored"
     return found
 

@@ -91,8 +91,7 @@ def _pending(conn: Connection) -> list[Violation]:
     # account scanned every hold leg once per account: minutes with thousands of holds).
     params = {"pending": int(HoldStatus.PENDING)}
     held: dict[int, list[int]] = {}
-    for side in (0, 1):
-        column = ("l.debit_account_id", "l.credit_account_id")[side]
+    for side, column in enumerate(("l.debit_account_id", "l.credit_account_id")):
         for acct, total in conn.execute(text(
                 f"SELECT {column}, SUM(l.amount) FROM ledger_hold_legs l JOIN ledger_holds h"
                 f" ON h.entry_id = l.entry_id WHERE h.status = :pending GROUP BY {column}"),
