@@ -415,6 +415,117 @@ def test_the_seal_reads_the_range_itself_when_the_second_process_sees_less(
         assert log.verify_chain(c, _key(w)) == []
 
 
+def _seal_first_day(w: World) -> None:
+    w.run(lambda c: log.seal_day(c, w.clock.now(), DAY1, w.cfg.day_end(DAY1), w.signer))
+
+
+def _fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == log.__name__]
+
+
+def test_what_the_second_process_prints_does_not_break_its_answer(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The second process answers on a pipe of its own: a library printing on its stdout (here
+    a ``sitecustomize`` every interpreter on the path runs at start) changes nothing, and its
+    part is used rather than read again."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("print('a library says hello' * 50)\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    monkeypatch.setattr(log, "SECOND_PROCESS_SHARE_PERCENT", 100)
+    w = make_world(engine, tmp_path)
+    w.at(DAY1, 9)
+    for consumer in w.consumers * 3:
+        w.top_up(consumer, 100_00)
+    w.at(DAY1 + timedelta(days=1), 1)
+    with caplog.at_level("WARNING", logger=log.__name__):
+        _seal_first_day(w)
+    assert _fallbacks(caplog) == []
+    with engine.connect() as c:
+        assert len(_logged_ids(c)) >= 9
+        assert log.verify_chain(c, _key(w)) == []
+
+
+def test_a_failed_seal_ends_the_second_process(engine: Engine, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seal fails in this process after the second one started: the second process is
+    ended and waited for, not left to run on, and nothing of the seal is kept."""
+    started: list[log._OtherPart] = []
+
+    class Kept(log._OtherPart):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            started.append(self)
+
+    def fail(*_args: object, **_kw: object) -> None:
+        raise RuntimeError("the disk is gone")
+
+    monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    monkeypatch.setattr(log, "_OtherPart", Kept)
+    w = make_world(engine, tmp_path)
+    w.at(DAY1, 9)
+    for consumer in w.consumers * 3:
+        w.top_up(consumer, 100_00)
+    w.at(DAY1 + timedelta(days=1), 1)
+    monkeypatch.setattr(log, "_hash_entries", fail)  # this process only: the other imports
+    with pytest.raises(RuntimeError, match="the disk is gone"):
+        _seal_first_day(w)
+    assert len(started) == 1 and started[0].proc is not None
+    assert started[0].proc.returncode is not None  # ended and reaped
+    with engine.connect() as c:
+        assert _logged_ids(c) == [] and log.heads(c) == []
+
+
+def test_an_entry_committed_in_the_second_process_range_during_the_seal_waits_for_the_next(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL, live traffic: an entry with an id inside the second process's range commits
+    after the seal took its snapshot. Both sides count the range in that snapshot, so the
+    second process's part is used (no reading it again), and the entry is logged by the next
+    seal as a straggler."""
+    from lianjie import ledger
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite the seal holds the write lock: nothing commits while it runs")
+    monkeypatch.setattr(log, "PARALLEL_ENTRIES_MIN", 2)
+    monkeypatch.setattr(log, "SECOND_PROCESS_SHARE_PERCENT", 100)
+    w = make_world(engine, tmp_path)
+    w.at(DAY1, 9)
+    late = engine.connect()
+    in_flight = late.begin()
+    a = ledger.open_account(late, w.clock.now(), "tst_late_a", "test", "CNY").id
+    b = ledger.open_account(late, w.clock.now(), "tst_late_b", "test", "CNY").id
+    booked = ledger.transfer(late, w.clock.now(), "late:in-flight", a, b, 1, code="late")
+    assert booked.ok and booked.entry_id is not None
+    for consumer in w.consumers * 3:  # committed entries above the one in flight
+        w.top_up(consumer, 100_00)
+    w.at(DAY1 + timedelta(days=1), 1)
+    hash_entries = log._hash_entries
+
+    def commit_the_late_one_first(*args: object, **kw: object) -> None:
+        if in_flight.is_active:  # after the snapshot was exported, before the seal counts
+            in_flight.commit()
+        hash_entries(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(log, "_hash_entries", commit_the_late_one_first)
+    try:
+        with caplog.at_level("WARNING", logger=log.__name__):
+            _seal_first_day(w)
+    finally:
+        late.close()
+    assert not in_flight.is_active and _fallbacks(caplog) == []
+    with engine.connect() as c:
+        assert booked.entry_id not in _logged_ids(c)
+    w.at(DAY1 + timedelta(days=2), 1)
+    w.run(lambda c: log.seal_day(c, w.clock.now(), DAY1 + timedelta(days=1),
+                                 w.cfg.day_end(DAY1 + timedelta(days=1)), w.signer))
+    with engine.connect() as c:
+        assert booked.entry_id in _logged_ids(c)
+        assert log.verify_chain(c, _key(w)) == []
+
+
 def test_the_leaves_survive_migration_0011_down_and_up(engine: Engine) -> None:
     """0011 makes the leaf index SQLite's rowid (a no-op on PostgreSQL): the rows are kept
     both ways, and afterwards the table is keyed by the leaf index."""

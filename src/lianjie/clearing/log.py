@@ -184,12 +184,16 @@ def append_until(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     if top - last >= PARALLEL_ENTRIES_MIN and _can_share(conn):
         upto = top - (top - last) * SECOND_PROCESS_SHARE_PERCENT // 100
         other = _OtherPart(conn, upto, top, cut)
-    _hash_entries(conn, last, upto, cut, ids, hashes)
-    _insert_leaves(conn, old, ids, hashes)
-    _store_nodes(conn, old, hashes)
-    new = old + len(hashes)
-    if other is not None:  # its leaves follow, stored (and their tree built) as pages arrive
-        new += other.store(conn, new)
+    try:
+        _hash_entries(conn, last, upto, cut, ids, hashes)
+        _insert_leaves(conn, old, ids, hashes)
+        _store_nodes(conn, old, hashes)
+        new = old + len(hashes)
+        if other is not None:  # its leaves follow, stored (and their tree built) as they arrive
+            new += other.store(conn, new)
+    finally:
+        if other is not None:
+            other.close()
     return old, new
 
 
@@ -220,10 +224,11 @@ def _can_share(conn: Connection) -> bool:
                                                                                  ":memory:")
 
 
+_COUNT_IN_RANGE = "SELECT COUNT(*) FROM ledger_entries WHERE id > :a AND id <= :b"
+
+
 def _count_entries(conn: Connection, after_id: int, upto_id: int) -> int:
-    return int(conn.execute(text(
-        "SELECT COUNT(*) FROM ledger_entries WHERE id > :a AND id <= :b"),
-        {"a": after_id, "b": upto_id}).scalar_one())
+    return int(conn.execute(text(_COUNT_IN_RANGE), {"a": after_id, "b": upto_id}).scalar_one())
 
 
 class _OtherPart:
@@ -239,39 +244,67 @@ class _OtherPart:
 
     The process is a fresh interpreter started with ``subprocess`` (not ``multiprocessing``,
     whose spawn re-runs the caller's main script, and whose fork would copy open connections and
-    other threads' locks). It takes its job as JSON on stdin and answers on stdout a page at a
-    time; a thread here drains the pipe into a queue so it never waits, and ``store`` writes
-    the pages' leaves as they come (one connection: they are rows of this transaction)."""
+    other threads' locks). It takes its job as JSON on stdin and answers on a pipe of its own
+    (not stdout, where anything the interpreter or a library prints would break the framing) a
+    page at a time; a thread here drains the pipe into a queue so it never waits, and ``store``
+    writes the pages' leaves as they come (one connection: they are rows of this transaction).
+    ``close`` ends the process if the seal stops before reading it all.
+
+    The range's entry count this transaction sees is taken when the process starts: on
+    PostgreSQL in the statement that exports the snapshot, so entries other transactions commit
+    in the range while the seal runs (they are logged with the next seal, as stragglers) are
+    not counted on one side only."""
 
     def __init__(self, conn: Connection, after_id: int, upto_id: int, cut: int) -> None:
         self.range = (after_id, upto_id, cut)
         self.pages: queue.SimpleQueue[tuple[int, int, bytes] | None] = queue.SimpleQueue()
         snapshot = None
-        if conn.dialect.name == "postgresql":
-            snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar_one())
+        if conn.dialect.name == "postgresql":  # one statement: one snapshot for both
+            row = conn.execute(text(f"SELECT pg_export_snapshot(), ({_COUNT_IN_RANGE})"),
+                               {"a": after_id, "b": upto_id}).one()
+            snapshot, self.expected = str(row[0]), int(row[1])
+        else:  # the seal holds SQLite's write lock: nothing commits while it runs
+            self.expected = _count_entries(conn, after_id, upto_id)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out: Any = None
+        read_fd, write_fd = os.pipe()
         job = {"url": conn.engine.url.render_as_string(hide_password=False),
                "snapshot": snapshot, "after_id": after_id, "upto_id": upto_id, "cut": cut,
-               "page": READ_BATCH_ENTRIES}
+               "page": READ_BATCH_ENTRIES, "fd": write_fd}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self.proc: subprocess.Popen[bytes] | None = None
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from lianjie.clearing.log import _serve_range; "
-                 "_serve_range()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                 "_serve_range()"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                pass_fds=(write_fd,), env=env)
             assert self.proc.stdin is not None
             self.proc.stdin.write(json.dumps(job).encode())
             self.proc.stdin.close()
         except OSError:
             logger.exception("could not start a second seal process; reading its range here")
+            os.close(read_fd)
             return
+        finally:
+            os.close(write_fd)  # the child's copy is the only writer: EOF when it exits
+        self.out = os.fdopen(read_fd, "rb")
         self.reader = threading.Thread(target=self._read, name="seal-pages", daemon=True)
         self.reader.start()
+
+    def close(self) -> None:
+        """End the process if it still runs (the seal failed or stopped early) and wait for
+        it and the reading thread."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.reader.join()
+        self.out.close()
 
     def _read(self) -> None:
         """(in the thread) Queue each page as it arrives: (-1, n, ids and hashes), and last
         (count, 0, b""); None if the stream ends early."""
-        assert self.proc is not None and self.proc.stdout is not None
-        out = self.proc.stdout
+        out = self.out
         while True:
             head = out.read(16)
             if len(head) < 16:
@@ -290,7 +323,7 @@ class _OtherPart:
         """Store the range's leaves from ``first_leaf`` on, and the subtrees they complete, as
         the pages arrive (the tree in steps of ``TREE_STEP_LEAVES``); how many leaves."""
         after_id, upto_id, cut = self.range
-        expected = _count_entries(conn, after_id, upto_id)  # while the other process works
+        expected = self.expected
         stored = 0
         pending: list[bytes] = []  # leaves stored, not yet in the tree
         count = -1
@@ -341,13 +374,13 @@ def _truncate(conn: Connection, size: int) -> None:
 
 
 def _serve_range() -> None:
-    """The second process: read a job from stdin; write to stdout a page at a time (-1, leaves,
-    ids as int64, leaf hashes), then (entries in the range, 0)."""
+    """The second process: read a job from stdin; write to the job's pipe a page at a time
+    (-1, leaves, ids as int64, leaf hashes), then (entries in the range, 0)."""
     from lianjie.db import make_engine
 
     job = json.loads(sys.stdin.buffer.read())
     engine = make_engine(job["url"])
-    out = sys.stdout.buffer
+    out = os.fdopen(job["fd"], "wb")
     ids: list[int] = []
     hashes: list[bytes] = []
 
