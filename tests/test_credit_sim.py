@@ -64,3 +64,8 @@ def test_a_simulated_year_keeps_the_ledger_whole(engine: Engine) -> None:
         summary = portfolio.report(conn, result.loans, result.funders)
     income = {f: v["interest_income"] for f, v in summary["funders"].items()}
     assert income == {f: p["balances"]["interest_income"] for f, p in positions.items()}
+    # the report's vintage curves are the console's, and the write-offs show in them
+    with engine.connect() as conn:
+        shown = credit.vintage_curves(conn)
+    assert summary["vintage_curves"] == {v["vintage"]: v["curve"] for v in shown}
+    assert len(shown) >= 2 and any(v["curve"][-1] > 0 for v in shown)

@@ -20,7 +20,6 @@ score band, vintage curves, and each funder's income and losses.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -162,17 +161,8 @@ def report(conn: Any, loans_out: list[dict[str, Any]], funders: list[str]) -> di
         bad = sum(1 for x in inside if x["first_bad_day"] is not None)
         bands.append({"band": f"{low}-{high}", "loans": len(inside),
                       "default_rate": round(bad / len(inside), 4) if inside else None})
-    vintages: dict[str, list[int]] = defaultdict(list)
-    horizon = max((x["accrued_through_day"] for x in loans_out), default=0)
-    for x in loans_out:
-        month = schedule.date_of(x["disbursed_day"]).strftime("%Y-%m")
-        vintages[month].append(-1 if x["first_bad_day"] is None else
-                               (x["first_bad_day"] - x["disbursed_day"]) // 30)
-    curves = {}
-    for month, offsets in sorted(vintages.items()):
-        age = (horizon - schedule.day_of(datetime.strptime(month + "-01", "%Y-%m-%d"))) // 30
-        curves[month] = [round(sum(1 for o in offsets if 0 <= o <= mob) / len(offsets), 4)
-                         for mob in range(max(age, 0) + 1)]
+    # the console's curves (share of principal, months on book from each loan's disbursal)
+    curves = {v["vintage"]: v["curve"] for v in credit.vintage_curves(conn)}
     positions = {f: _income(credit.position(conn, f, "CNY")) for f in funders}
     statuses = conn.execute(text("SELECT status, COUNT(*) FROM credit_loans GROUP BY status")
                             ).all()

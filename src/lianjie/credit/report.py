@@ -144,6 +144,6 @@ def _portfolio(p: dict[str, Any]) -> str:
         f"<td>{v}</td>" for v in vals.values()) + "</tr>" for f, vals in p["funders"].items())
     heads = "".join(f"<th>{k}</th>" for k in next(iter(p["funders"].values()), {}))
     return ("<h2>Portfolio</h2><table><tr><th>score band</th><th>loans</th>"
-            f"<th>default rate</th></tr>{bands}</table><h3>Vintage curves (cumulative 30+ DPD "
-            f"by month on book)</h3><table>{vint}</table><h3>Funders</h3><table><tr><th>funder"
-            f"</th>{heads}</tr>{fund}</table>")
+            f"<th>default rate</th></tr>{bands}</table><h3>Vintage curves (cumulative share of "
+            f"principal 30+ DPD or written off, by month on book)</h3><table>{vint}</table>"
+            f"<h3>Funders</h3><table><tr><th>funder</th>{heads}</tr>{fund}</table>")
