@@ -6,7 +6,11 @@ coupon adds to a payment.
    second time, and latecomers once it is empty) from ``--producers`` threads keeping up to
    ``--window`` grabs in flight. Grabs go through ``GrabBatcher`` and the group committer, so a
    grab's future resolves only once its group is durable. The same load is also run with one
-   unit of work per grab (``unbatched``) on a smaller packet, for comparison.
+   unit of work per grab (``unbatched``) on a smaller packet, for comparison. The process runs
+   the way ``lianjie serve`` runs its writer: once it has set up, it starts the heap keeper
+   (``lianjie.heap.HeapKeeper``: ``gc.freeze`` of what is alive, again every 5 s), so full
+   garbage collections walk only what the load adds, not the imported libraries and the
+   fixtures (``--heap-keeper off`` leaves the collector as it is by default, for comparison).
 2. Over HTTP (``--part http``): ``lianjie serve`` in its own process, ``--concurrency``
    keep-alive connections each grabbing for its own consumers (``POST
    /v1/red_packets/{id}/grab`` with an Idempotency-Key) until the packet is empty.
@@ -65,6 +69,7 @@ from lianjie.clock import SystemClock
 from lianjie.committer import Committer, run_now
 from lianjie.db import make_engine, migrate
 from lianjie.errors import DomainError
+from lianjie.heap import HeapKeeper
 from lianjie.ledger import Purpose
 from lianjie.marketing.schema import grabs
 
@@ -178,13 +183,14 @@ CPU_S = [0.0]  # the process's CPU seconds over the last ``drive``: steadier tha
 
 
 def run_inprocess(url: str, shares: int, producers: int, window: int, batched: bool,
-                  risk_on: bool = True) -> dict[str, Any]:
+                  risk_on: bool = True, keep_heap: bool = True) -> dict[str, Any]:
     engine = make_engine(url)
     migrate(engine)
     if not risk_on:  # the grab path alone, without asking the risk engine
         risk.configure(engine, risk.RiskConfig(enabled=False))
     consumers = make_consumers(engine, shares)
     packet = hot_packet(engine, shares, shares * 88)
+    load0 = _load_1m()
     committer = Committer(engine)
     committer.start()
     clock = SystemClock()
@@ -196,12 +202,20 @@ def run_inprocess(url: str, shares: int, producers: int, window: int, batched: b
         return committer.submit(lambda c: mkt.do_grab(c, clock.now(), packet.id, who))
 
     load = requests_for(packet, consumers)
-    seconds, latencies, outcomes = drive(submit, load, producers, window)
+    keeper = HeapKeeper() if keep_heap else None
+    if keeper:
+        keeper.start()
+    try:
+        seconds, latencies, outcomes = drive(submit, load, producers, window)
+    finally:
+        if keeper:
+            keeper.stop()
     committer.stop()
     verdict = check(engine, packet, len(consumers))
     engine.dispose()
     ok_grabs = outcomes["ok"]
     return {"mode": "batched" if batched else "unbatched", "risk": risk_on,
+            "heap_keeper": keep_heap, "load_average": [load0, _load_1m()],
             "requests": len(load),
             "grabs": ok_grabs, "seconds": round(seconds, 3),
             "grabs_per_s": round(ok_grabs / seconds), "requests_per_s":
@@ -398,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--coupon-payments", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1, help="HTTP: server processes")
+    parser.add_argument("--heap-keeper", choices=("on", "off"), default="on",
+                        help="in process: run lianjie.heap.HeapKeeper as a server does (on) "
+                        "or leave the collector at its defaults")
     parser.add_argument("--risk", choices=("on", "off"), default="on",
                         help="ask the risk engine on every grab (as served) or not; over "
                         "HTTP, off starts the server through serve_risk_off.py")
@@ -413,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         for batched, shares in ((True, args.shares), (False, args.unbatched_shares)):
             with database(args.database) as url:
                 result = run_inprocess(url, shares, args.producers, args.window, batched,
-                                       args.risk == "on")
+                                       args.risk == "on", args.heap_keeper == "on")
             report(f"in process, {result['mode']}, risk {args.risk}", result)
             ok = ok and result["check"]["ok"]
             headline[f"inprocess_{result['mode']}_grabs_per_s"] = result["grabs_per_s"]
@@ -422,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             if batched:
                 headline["inprocess_batched_grabs_per_unit_cpu_s"] = \
                     result["grabs_per_unit_cpu_s"]
+                headline["inprocess_heap_keeper"] = args.heap_keeper
+                headline["inprocess_load_average"] = result["load_average"]
     if args.part in ("all", "http"):
         with database(args.database) as url:
             result = run_http(url, args.http_shares, args.concurrency, args.workers,
