@@ -76,7 +76,7 @@ FEATURES: tuple[str, ...] = (
 _WINDOW_NAMES = tuple(tuple(f"{k}_{n}" for n in (
     "count_1m", "count_1h", "count_24h", "count_7d", "sum_1m", "sum_1h", "sum_24h", "sum_7d"))
     for k in VELOCITY_KEYS)
-_NO_WINDOW = (0, 0, 0, 0, 0, 0, 0, 0)
+_NO_WINDOW = {names: dict.fromkeys(names, 0) for names in _WINDOW_NAMES}  # a key never seen
 STRING_FEATURES = ("category", "kind")
 ALL_NAMES = frozenset(FEATURES) | frozenset(STRING_FEATURES)
 # List memberships are facts an operator sets, not patterns to learn: the model leaves them out.
@@ -355,7 +355,10 @@ class FeatureState:
                 ("d:", e.device_id, _WINDOW_NAMES[2]), ("i:", e.client_ip, _WINDOW_NAMES[3]),
                 ("s:", e.sp_id, _WINDOW_NAMES[4]))):
             v = velocity.get(prefix + value) if value else None
-            f.update(zip(names, v.window(t) if v is not None else _NO_WINDOW, strict=True))
+            if v is None:
+                f.update(_NO_WINDOW[names])
+            else:
+                f.update(zip(names, v.window(t), strict=True))
         f.update(self._history(e, now, t, f))
         f.update(self._relations(e, t))
         return f
