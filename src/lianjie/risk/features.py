@@ -76,7 +76,14 @@ FEATURES: tuple[str, ...] = (
 _WINDOW_NAMES = tuple(tuple(f"{k}_{n}" for n in (
     "count_1m", "count_1h", "count_24h", "count_7d", "sum_1m", "sum_1h", "sum_24h", "sum_7d"))
     for k in VELOCITY_KEYS)
-_NO_WINDOW = {names: dict.fromkeys(names, 0) for names in _WINDOW_NAMES}  # a key never seen
+# What ``FeatureState.features`` fills in, in the order it gives them.
+_BLANK: dict[str, float | int | str] = dict.fromkeys((
+    "amount", "kind", "category", "kind_code", "is_payment", "is_p2p", "is_withdrawal", "hour",
+    "category_code", *(n for names in _WINDOW_NAMES for n in names),
+    "amount_vs_consumer_avg", "amount_vs_merchant_avg", "first_pair", "new_device",
+    "account_age_days", "counterparty_age_days", "c_distinct_counterparties_24h",
+    "m_distinct_payers_24h", "m_new_payers_today", "m_small_count_1h", "d_accounts",
+    "i_accounts_24h", "device_group_size", "loop_back", "loop_ring"), 0)
 STRING_FEATURES = ("category", "kind")
 ALL_NAMES = frozenset(FEATURES) | frozenset(STRING_FEATURES)
 # List memberships are facts an operator sets, not patterns to learn: the model leaves them out.
@@ -342,25 +349,29 @@ class FeatureState:
     def features(self, e: Event, now: datetime) -> dict[str, float | int | str]:
         """The features of ``e`` from what came before it (``e`` itself is not counted)."""
         t = now.timestamp()
-        f: dict[str, float | int | str] = {
-            "amount": e.amount, "kind": e.kind, "category": e.category or "",
-            "kind_code": KINDS.index(e.kind) if e.kind in KINDS else len(KINDS),
-            "is_payment": int(e.kind == "payment"), "is_p2p": int(e.kind == "p2p"),
-            "is_withdrawal": int(e.kind == "withdrawal"), "hour": now.hour,
-            "category_code": CATEGORIES.index(e.category) if e.category in CATEGORIES else -1,
-        }
+        # Every name in its place from the start (the order the log row's JSON keeps), each
+        # window at zero: a key never seen (most of a grab's) costs nothing more.
+        f: dict[str, float | int | str] = _BLANK.copy()
+        f["amount"] = e.amount
+        f["kind"] = e.kind
+        f["category"] = e.category or ""
+        f["kind_code"] = KINDS.index(e.kind) if e.kind in KINDS else len(KINDS)
+        f["is_payment"] = int(e.kind == "payment")
+        f["is_p2p"] = int(e.kind == "p2p")
+        f["is_withdrawal"] = int(e.kind == "withdrawal")
+        f["hour"] = now.hour
+        f["category_code"] = CATEGORIES.index(e.category) if e.category in CATEGORIES else -1
         velocity = self.velocity
         for prefix, value, names in ((
                 ("c:", e.actor_id, _WINDOW_NAMES[0]), ("m:", e.counterparty_id, _WINDOW_NAMES[1]),
                 ("d:", e.device_id, _WINDOW_NAMES[2]), ("i:", e.client_ip, _WINDOW_NAMES[3]),
                 ("s:", e.sp_id, _WINDOW_NAMES[4]))):
             v = velocity.get(prefix + value) if value else None
-            if v is None:
-                f.update(_NO_WINDOW[names])
-            else:
+            if v is not None:
                 f.update(zip(names, v.window(t), strict=True))
         f.update(self._history(e, now, t, f))
         f.update(self._relations(e, t))
+        assert len(f) == len(_BLANK), "a feature outside the blank's order"
         return f
 
     def _history(self, e: Event, now: datetime, t: float,
