@@ -140,7 +140,9 @@ def check(engine: Engine, packet: mkt.RedPacket, consumers: int) -> dict[str, An
 
 
 class Window:
-    """At most ``size`` grabs in flight: ``take`` waits for room for ``n`` more."""
+    """At most ``size`` grabs in flight: ``take`` waits for room for ``n`` more. One waiter is
+    woken per ``give`` (as a semaphore does), and one that gets its room wakes the next while
+    room is left, so no producer waits with room free once nothing is in flight."""
 
     def __init__(self, size: int) -> None:
         self.free = size
@@ -151,11 +153,13 @@ class Window:
             while self.free < n:
                 self.cond.wait()
             self.free -= n
+            if self.free:
+                self.cond.notify()
 
     def give(self, n: int) -> None:
         with self.cond:
             self.free += n
-            self.cond.notify_all()
+            self.cond.notify()
 
 
 def drive(submit: Any, consumers: list[str], producers: int, window: int, chunk: int = 1
