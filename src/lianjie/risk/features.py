@@ -137,13 +137,14 @@ def _bucket_add(b: array[int], size: int, keep: int, t: float, amount: int) -> N
 class Velocity:
     """Counts and sums of one key's events over 1 min, 1 h (exact), 24 h and 7 d (bucketed).
 
-    A key is one object holding four flat arrays, which hold no Python objects, so the
-    garbage collector tracks one object per key (there is one per consumer, merchant, device,
-    IP and service provider seen in the last week). The last hour's events are ``times`` and
-    ``amounts`` from ``head`` on, in arrival order; ``split`` is the first of them inside the
-    minute; ``hours`` (24 buckets) and ``days`` (7) are bucket arrays (``_expire``). Amounts
-    and sums are 64-bit: an amount is at most ``money.AMOUNT_MAX`` (10**15), and a sum that
-    ever passed 2**63 would raise ``OverflowError``, never wrap."""
+    There is one per consumer, merchant, device, IP and service provider seen in the last
+    week, and the collector walks every object that can hold others: a key is this object and
+    four flat arrays (which CPython's collector tracks too, but which hold no objects to
+    visit), where the earlier deques, bucket objects and lists were eight. The last hour's
+    events are ``times`` and ``amounts`` from ``head`` on, in arrival order; ``split`` is the
+    first of them inside the minute; ``hours`` (24 buckets) and ``days`` (7) are bucket arrays
+    (``_expire``). Amounts and sums are 64-bit: an amount is at most ``money.AMOUNT_MAX``
+    (10**15), and a sum that ever passed 2**63 would raise ``OverflowError``, never wrap."""
 
     __slots__ = ("amounts", "c1h", "c1m", "days", "head", "hours", "s1h", "s1m", "split",
                  "times")
