@@ -127,7 +127,8 @@ class GrabBatcher:
         """Several grabs at once, queued in order under one lock. The future resolves once
         every one of them is durable (or refused), with a list in the order of ``requests``:
         each grab's ``Grab``, or its refusal (``DomainError``) or failure as the exception
-        instance; it fails only if their units could not run at all."""
+        instance (for grabs whose unit could not run at all, the committer's error). The
+        future itself does not fail."""
         assert 0 < len(requests) <= GRABS_PER_BATCH_MAX, "hand over a bounded batch at a time"
         gather = _Gather(len(requests))
         self._queue_all([(request, (gather, i), None) for i, request in enumerate(requests)])
