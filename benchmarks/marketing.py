@@ -5,8 +5,14 @@ coupon adds to a payment.
    lucky shares, grabbed by as many consumers plus 10% more requests (consumers grabbing a
    second time, and latecomers once it is empty) from ``--producers`` threads keeping up to
    ``--window`` grabs in flight. Grabs go through ``GrabBatcher`` and the group committer, so a
-   grab's future resolves only once its group is durable. The same load is also run with one
-   unit of work per grab (``unbatched``) on a smaller packet, for comparison.
+   grab's future resolves only once its group is durable. Each producer hands over ``--chunk``
+   grabs at a time (``GrabBatcher.submit_many``: one future for them all; 1 submits each grab
+   with its own future). The same load is also run with one
+   unit of work per grab (``unbatched``) on a smaller packet, for comparison. The process runs
+   the way ``lianjie serve`` runs its writer: once it has set up, it starts the heap keeper
+   (``lianjie.heap.HeapKeeper``: ``gc.freeze`` of what is alive, again every 5 s), so full
+   garbage collections walk only what the load adds, not the imported libraries and the
+   fixtures (``--heap-keeper off`` leaves the collector as it is by default, for comparison).
 2. Over HTTP (``--part http``): ``lianjie serve`` in its own process, ``--concurrency``
    keep-alive connections each grabbing for its own consumers (``POST
    /v1/red_packets/{id}/grab`` with an Idempotency-Key) until the packet is empty.
@@ -65,6 +71,7 @@ from lianjie.clock import SystemClock
 from lianjie.committer import Committer, run_now
 from lianjie.db import make_engine, migrate
 from lianjie.errors import DomainError
+from lianjie.heap import HeapKeeper
 from lianjie.ledger import Purpose
 from lianjie.marketing.schema import grabs
 
@@ -132,35 +139,71 @@ def check(engine: Engine, packet: mkt.RedPacket, consumers: int) -> dict[str, An
             "consumers": consumers}
 
 
-def drive(submit: Any, consumers: list[str], producers: int, window: int
+class Window:
+    """At most ``size`` grabs in flight: ``take`` waits for room for ``n`` more. One waiter is
+    woken per ``give`` (as a semaphore does), and one that gets its room wakes the next while
+    room is left, so no producer waits with room free once nothing is in flight."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.cond = threading.Condition()
+
+    def take(self, n: int) -> None:
+        with self.cond:
+            while self.free < n:
+                self.cond.wait()
+            self.free -= n
+            if self.free:
+                self.cond.notify()
+
+    def give(self, n: int) -> None:
+        with self.cond:
+            self.free += n
+            self.cond.notify()
+
+
+def drive(submit: Any, consumers: list[str], producers: int, window: int, chunk: int = 1
           ) -> tuple[float, list[float], Counter[str]]:
-    """Submit every grab, at most ``window`` in flight; (seconds, latencies ms, outcomes)."""
-    gate = threading.Semaphore(window)
+    """Submit every grab, at most ``window`` in flight; (seconds, latencies ms, outcomes).
+
+    ``chunk`` > 1: each producer hands over that many grabs at a time (``submit`` takes a
+    list and its future gives a list of outcomes, as ``GrabBatcher.submit_many``); every grab
+    of a chunk gets the chunk's latency."""
+    gate = Window(window)
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
     done_all = threading.Event()
     left = [len(consumers)]
 
-    def finished(started: float, fut: Future[Any]) -> None:
+    def code(outcome: Any) -> str:
+        if not isinstance(outcome, BaseException):
+            return "ok"
+        return outcome.code.value if isinstance(outcome, DomainError) else repr(outcome)
+
+    def finished(started: float, n: int, fut: Future[Any]) -> None:
         elapsed = (time.perf_counter() - started) * 1000
         exc = fut.exception()
-        code = "ok" if exc is None else (exc.code.value if isinstance(exc, DomainError)
-                                         else repr(exc))
+        if exc is not None:
+            codes = [code(exc)] * n
+        else:
+            codes = [code(o) for o in fut.result()] if chunk > 1 else ["ok"]
         with lock:
-            latencies.append(elapsed)
-            outcomes[code] += 1
-            left[0] -= 1
+            latencies.extend([elapsed] * n)
+            outcomes.update(codes)
+            left[0] -= n
             if left[0] == 0:
                 done_all.set()
-        gate.release()
+        gate.give(n)
 
     def producer(part: list[str]) -> None:
-        for who in part:
-            gate.acquire()
+        for i in range(0, len(part), chunk):
+            who: Any = part[i:i + chunk] if chunk > 1 else part[i]
+            n = len(who) if chunk > 1 else 1
+            gate.take(n)
             started = time.perf_counter()
             fut = submit(who)
-            fut.add_done_callback(lambda f, s=started: finished(s, f))
+            fut.add_done_callback(lambda f, s=started, n=n: finished(s, n, f))
 
     parts = [consumers[i::producers] for i in range(producers)]
     threads = [threading.Thread(target=producer, args=(p,)) for p in parts]
@@ -178,30 +221,44 @@ CPU_S = [0.0]  # the process's CPU seconds over the last ``drive``: steadier tha
 
 
 def run_inprocess(url: str, shares: int, producers: int, window: int, batched: bool,
-                  risk_on: bool = True) -> dict[str, Any]:
+                  risk_on: bool = True, keep_heap: bool = True, chunk: int = 1
+                  ) -> dict[str, Any]:
     engine = make_engine(url)
     migrate(engine)
     if not risk_on:  # the grab path alone, without asking the risk engine
         risk.configure(engine, risk.RiskConfig(enabled=False))
     consumers = make_consumers(engine, shares)
     packet = hot_packet(engine, shares, shares * 88)
+    load0 = _load_1m()
     committer = Committer(engine)
     committer.start()
     clock = SystemClock()
     batcher = mkt.GrabBatcher(committer, clock)
 
-    def submit(who: str) -> Future[Any]:
+    chunk = chunk if batched else 1
+
+    def submit(who: Any) -> Future[Any]:
+        if batched and chunk > 1:
+            return batcher.submit_many([mkt.GrabRequest(packet.id, w) for w in who])
         if batched:
             return batcher.submit(mkt.GrabRequest(packet.id, who))
         return committer.submit(lambda c: mkt.do_grab(c, clock.now(), packet.id, who))
 
     load = requests_for(packet, consumers)
-    seconds, latencies, outcomes = drive(submit, load, producers, window)
+    keeper = HeapKeeper() if keep_heap else None
+    if keeper:
+        keeper.start()
+    try:
+        seconds, latencies, outcomes = drive(submit, load, producers, window, chunk)
+    finally:
+        if keeper:
+            keeper.stop()
     committer.stop()
     verdict = check(engine, packet, len(consumers))
     engine.dispose()
     ok_grabs = outcomes["ok"]
     return {"mode": "batched" if batched else "unbatched", "risk": risk_on,
+            "heap_keeper": keep_heap, "chunk": chunk, "load_average": [load0, _load_1m()],
             "requests": len(load),
             "grabs": ok_grabs, "seconds": round(seconds, 3),
             "grabs_per_s": round(ok_grabs / seconds), "requests_per_s":
@@ -398,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--coupon-payments", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1, help="HTTP: server processes")
+    parser.add_argument("--chunk", type=int, default=64,
+                        help="in process, batched: grabs each producer hands over at a time "
+                        "(GrabBatcher.submit_many); 1 submits them one by one")
+    parser.add_argument("--heap-keeper", choices=("on", "off"), default="on",
+                        help="in process: run lianjie.heap.HeapKeeper as a server does (on) "
+                        "or leave the collector at its defaults")
     parser.add_argument("--risk", choices=("on", "off"), default="on",
                         help="ask the risk engine on every grab (as served) or not; over "
                         "HTTP, off starts the server through serve_risk_off.py")
@@ -413,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         for batched, shares in ((True, args.shares), (False, args.unbatched_shares)):
             with database(args.database) as url:
                 result = run_inprocess(url, shares, args.producers, args.window, batched,
-                                       args.risk == "on")
+                                       args.risk == "on", args.heap_keeper == "on",
+                                       args.chunk)
             report(f"in process, {result['mode']}, risk {args.risk}", result)
             ok = ok and result["check"]["ok"]
             headline[f"inprocess_{result['mode']}_grabs_per_s"] = result["grabs_per_s"]
@@ -422,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
             if batched:
                 headline["inprocess_batched_grabs_per_unit_cpu_s"] = \
                     result["grabs_per_unit_cpu_s"]
+                headline["inprocess_heap_keeper"] = args.heap_keeper
+                headline["inprocess_chunk"] = args.chunk
+                headline["inprocess_load_average"] = result["load_average"]
     if args.part in ("all", "http"):
         with database(args.database) as url:
             result = run_http(url, args.http_shares, args.concurrency, args.workers,

@@ -15,7 +15,7 @@ from tests.aio_support import run_in_own_loop
 
 from lianjie import marketing as mkt
 from lianjie.clock import ManualClock
-from lianjie.committer import Committer
+from lianjie.committer import Committer, CommitterStopped
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ledger import Purpose
 from lianjie.money import allocate
@@ -212,6 +212,41 @@ def test_grabs_awaited_on_an_event_loop_resolve_there_with_their_refusals(
     assert [g.consumer_id for g in won] == takers[:3] + takers[4:10]
     assert sum(world.balance(t) for t in takers) == 1_001  # the cancelled caller's share too
     assert world.balance(packet.id, Purpose.RED_PACKET) == 0
+    world.check()
+
+
+def test_grabs_handed_over_together_resolve_once_all_are_durable_in_order(
+        world: World, committer: Committer) -> None:
+    """``submit_many``: one future per call, resolved with every grab's outcome in the order
+    handed over (refusals as their exceptions), however the calls and single grabs around them
+    were cut into units; once the committer has stopped, a call raises and queues nothing."""
+    sender = world.consumer(1_000_000)
+    takers = [world.consumer() for _ in range(12)]
+    outsider = world.consumer()
+    packet = _send(world, sender, _group(world, sender, *takers), 1_001, 10)
+    batcher = mkt.GrabBatcher(committer, world.clock)
+    gate = threading.Event()
+    blocker = committer.submit(lambda c: gate.wait(WAIT_S))  # all queue up behind it
+    first = batcher.submit_many([mkt.GrabRequest(packet.id, t) for t in takers[:4]])
+    single = batcher.submit(mkt.GrabRequest(packet.id, takers[4]))
+    second = batcher.submit_many([mkt.GrabRequest(packet.id, who) for who in
+                                  [*takers[5:], takers[0], outsider]])
+    assert not first.done() and not second.done()
+    gate.set()
+    blocker.result(WAIT_S)
+    got = [*first.result(WAIT_S), single.result(WAIT_S), *second.result(WAIT_S)]
+    codes = [o.code if isinstance(o, DomainError) else o for o in got]
+    assert all(isinstance(o, mkt.Grab) for o in got[:10])
+    assert [o.consumer_id for o in got[:10]] == takers[:10]
+    assert codes[10:] == [ErrorCode.RED_PACKET_EMPTY] * 2 + [ErrorCode.ALREADY_GRABBED,
+                                                              ErrorCode.NOT_IN_GROUP]
+    assert sum(o.amount for o in got[:10]) == 1_001
+    assert sum(world.balance(t) for t in takers) == 1_001
+    assert world.balance(packet.id, Purpose.RED_PACKET) == 0
+    committer.stop()
+    with pytest.raises(CommitterStopped):
+        batcher.submit_many([mkt.GrabRequest(packet.id, outsider)])
+    assert batcher._pending == []
     world.check()
 
 

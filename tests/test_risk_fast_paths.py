@@ -56,6 +56,29 @@ def test_one_cel_call_fires_what_one_call_per_rule_fires() -> None:
     assert [r.name for r in fired] == ["big"] and failed == ["ratio"]
 
 
+def test_remembered_inputs_fire_what_running_the_rules_fires() -> None:
+    """The memo of fired rules answers only for inputs equal in type as well as value: an int
+    where the rule compares with a float fails in CEL, even after the float version was
+    remembered, and ``-0.0`` is not ``0.0`` (``1.0 / x`` tells them apart)."""
+    feats = rulesets._sample_features()
+    batch = rulesets.batch(rulesets.compile_set(rulesets.RuleSet(0, (
+        rulesets.Rule("ratio", "amount_vs_consumer_avg >= 2.0", "score", 1.0),
+        rulesets.Rule("sign", "1.0 / account_age_days < 0.0", "score", 1.0)))))
+    one_by_one = batch.compiled
+    for ratio, age in ((2.0, 0.5), (2.0, 0.5), (2, 0.5), (2.0, 0.0), (2.0, -0.0),
+                       (2.0, -0.0), (1.5, 0.0)):
+        f = {**feats, "amount_vs_consumer_avg": ratio, "account_age_days": age}
+        assert evaluate(batch, f) == evaluate(one_by_one, f), (ratio, age)
+    fired, _ = evaluate(batch, {**feats, "account_age_days": -0.0, "amount_vs_consumer_avg": 3.0})
+    assert [r.name for r in fired] == ["ratio", "sign"]
+    assert 0 < len(batch.fired) <= rulesets.FIRED_MEMO_MAX
+    for key in ((1,), (1.0,), (True,), (0.0,), (-0.0,)):
+        assert rulesets.memo_key(key) is not None
+    assert len({rulesets.memo_key(k) for k in ((1,), (1.0,), (True,), (0.0,), (-0.0,))}) == 5
+    for never in ((float("nan"),), (float("inf"),), (None,), ("null",), (2**70,)):
+        assert rulesets.memo_key(never) is None
+
+
 def test_a_change_earlier_in_the_transaction_is_seen(engine: Engine) -> None:
     clock = ManualClock()
     event = risk.Event("p2p", "p2p_1", "cus_a", 500, "CNY", "cus_b", device_id="dev_1")

@@ -8,6 +8,12 @@ the committer, and that unit, when the writer thread runs it, takes every grab q
 (at most ``GRABS_PER_BATCH_MAX``). A caller's future resolves only after the committer's group
 is durable, with the grab or its refusal (``DomainError``).
 
+A caller with many grabs in hand at once (a gateway's batch of requests, a load generator)
+hands them over with ``submit_many``: one lock, at most one unit scheduled, and one future for
+all of them, resolved once every one of their groups is durable, with each grab's outcome in
+order. Making and resolving a ``Future`` per grab, and waking its waiter, cost about as much as
+the grab's risk decision.
+
 A batcher may be given an ``Around``: per-request work done in the same unit before and after
 the grabs, for requests that carry a ``tag``. The HTTP route uses it for Idempotency-Keys: the
 unit looks up every request's key at once, grabs for those that have not run, and stores their
@@ -28,7 +34,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -44,7 +50,35 @@ from lianjie.marketing.redpackets import (
     do_grab_many,
 )
 
-_Pending = tuple[GrabRequest, Waiter, Any]
+
+class _Gather:
+    """The one future of a ``submit_many`` call, filled in as its grabs' batches finish (they
+    may run in several units, whose callbacks may run on different threads)."""
+
+    __slots__ = ("future", "left", "lock", "outcomes")
+
+    def __init__(self, size: int) -> None:
+        self.future: Future[list[Any]] = Future()
+        self.outcomes: list[Any] = [None] * size
+        self.left = size
+        self.lock = threading.Lock()
+
+    def fill(self, filled: list[tuple[int, Any]]) -> None:
+        outcomes = self.outcomes
+        for i, value in filled:
+            outcomes[i] = value
+        with self.lock:
+            self.left -= len(filled)
+            finished = self.left == 0
+        if finished:
+            try:
+                self.future.set_result(outcomes)
+            except InvalidStateError:  # its caller cancelled it
+                pass
+
+
+_Slot = tuple[_Gather, int]  # a grab of a ``submit_many`` call: its gather and its place
+_Pending = tuple[GrabRequest, Waiter | _Slot, Any]
 
 
 class Around(Protocol):
@@ -89,15 +123,29 @@ class GrabBatcher:
         self._queue(request, future, tag)
         return future
 
+    def submit_many(self, requests: Sequence[GrabRequest]) -> Future[list[Any]]:
+        """Several grabs at once, queued in order under one lock. The future resolves once
+        every one of them is durable (or refused), with a list in the order of ``requests``:
+        each grab's ``Grab``, or its refusal (``DomainError``) or failure as the exception
+        instance (for grabs whose unit could not run at all, the committer's error). The
+        future itself does not fail."""
+        assert 0 < len(requests) <= GRABS_PER_BATCH_MAX, "hand over a bounded batch at a time"
+        gather = _Gather(len(requests))
+        self._queue_all([(request, (gather, i), None) for i, request in enumerate(requests)])
+        return gather.future
+
     def _queue(self, request: GrabRequest, future: Waiter, tag: Any) -> None:
+        self._queue_all([(request, future, tag)])
+
+    def _queue_all(self, items: list[_Pending]) -> None:
         with self._lock:
-            self._pending.append((request, future, tag))
+            self._pending += items
             if not self._scheduled:
                 self._scheduled = True
                 try:
                     self._schedule()
-                except BaseException:  # the committer has stopped: this grab never runs
-                    self._pending.pop()
+                except BaseException:  # the committer has stopped: these grabs never run
+                    del self._pending[-len(items):]
                     raise
 
     def grab(self, request: GrabRequest) -> Grab:
@@ -148,10 +196,10 @@ class GrabBatcher:
                 if not taken:  # the unit never ran: fail what is queued rather than strand it
                     with self._lock:
                         batch, self._pending, self._scheduled = self._pending, [], False
-                settle([(fut, False, exc) for _, fut, _tag in batch])
+                _resolve([(fut, False, exc) for _, fut, _tag in batch])
                 return
-            settle([(fut, not isinstance(outcome, BaseException), outcome)
-                    for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True)])
+            _resolve([(fut, not isinstance(outcome, BaseException), outcome)
+                      for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True)])
 
         try:
             self.committer.submit(unit).add_done_callback(done)
@@ -187,6 +235,22 @@ class GrabBatcher:
         for (i, _), answer in zip(wrapped, answers, strict=True):
             results[i] = answer
         return results
+
+
+def _resolve(outcomes: list[tuple[Waiter | _Slot, bool, Any]]) -> None:
+    """Settle the futures of single grabs (``committer.settle``) and fill the gathers of
+    ``submit_many`` calls, each once per batch: a refusal or failure goes in as itself."""
+    futures: list[tuple[Waiter, bool, Any]] = []
+    gathers: dict[_Gather, list[tuple[int, Any]]] = {}
+    for waiter, ok, value in outcomes:
+        if isinstance(waiter, tuple):
+            gathers.setdefault(waiter[0], []).append((waiter[1], value))
+        else:
+            futures.append((waiter, ok, value))
+    if futures:
+        settle(futures)
+    for gather, filled in gathers.items():
+        gather.fill(filled)
 
 
 def _grab_isolated(conn: Connection, now: datetime, requests: list[GrabRequest]

@@ -280,18 +280,31 @@ def evaluate(compiled: tuple[rulesets.Compiled, ...] | rulesets.Batch, feats: di
     """The rules that fire (shadow ones included) and the names of any that failed to run."""
     if isinstance(compiled, rulesets.Batch):
         rules = compiled
-        values = {n: feats[n] for n in rules.variables if n in feats}
-        if rules.program is not None and len(values) == len(rules.variables):
+        try:
+            inputs = tuple(map(feats.__getitem__, rules.variables))
+        except KeyError:  # a feature is missing: one by one, naming the rules that fail
+            inputs = None
+        if rules.program is not None and inputs is not None:
+            key = rulesets.memo_key(inputs)
+            known = rules.fired.get(key) if key is not None else None
+            if known is not None:
+                return list(known), []
             with rules.lock:
-                rules.context.update(values)
+                rules.context.update(dict(zip(rules.variables, inputs, strict=True)))
                 try:
                     results = rules.program.execute(rules.context)
                 except rulesets.CEL_ERRORS:
                     results = None  # a rule failed: one by one, to name it and keep the others
             if results is not None:
-                return [c.rule for c, r in zip(rules.compiled, results, strict=True)
-                        if r is True], []
-        return _one_by_one(rules.compiled, cel.Context(values))
+                fired = [c.rule for c, r in zip(rules.compiled, results, strict=True)
+                         if r is True]
+                if key is not None:
+                    if len(rules.fired) >= rulesets.FIRED_MEMO_MAX:
+                        rules.fired.clear()
+                    rules.fired[key] = tuple(fired)
+                return fired, []
+        return _one_by_one(rules.compiled, cel.Context(
+            {n: feats[n] for n in rules.variables if n in feats}))
     return _one_by_one(compiled, cel.Context(feats))
 
 
@@ -588,16 +601,16 @@ def _insert_sql(conn: Connection) -> tuple[str, bool]:
 def _log_row(d: Decision, now: datetime, model_p: float | None) -> tuple[Any, ...]:
     """The decision's log row in ``_LOG_COLUMNS`` order, times as ``Timestamp`` stores them."""
     e = d.event
-    fired = [*d.fired, *(f"shadow:{n}" for n in d.shadow_fired)]
-    features = dict(d.features)
+    fired = [*d.fired, *(f"shadow:{n}" for n in d.shadow_fired)] if d.shadow_fired else d.fired
+    features = d.features
     if model_p is not None:
-        features["model_p"] = round(model_p, 6)
+        features = {**features, "model_p": round(model_p, 6)}
     return (d.id, e.kind, e.subject_id, e.actor_id, e.counterparty_id, e.sp_id, e.device_id,
             e.client_ip, e.amount, e.currency, e.category,
             None if e.actor_since is None else to_us(e.actor_since),
             None if e.counterparty_since is None else to_us(e.counterparty_since),
             d.outcome, d.score, d.rules_version, d.model_version,
-            orjson.dumps(fired).decode(), orjson.dumps([list(r) for r in d.reasons]).decode(),
+            orjson.dumps(fired).decode(), orjson.dumps(d.reasons).decode(),  # tuples: arrays
             orjson.dumps(features).decode(), to_us(now))
 
 

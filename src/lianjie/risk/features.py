@@ -12,8 +12,9 @@ so a restarted process does not count it: the one difference between live and re
 
 Shapes, chosen for a constant cost per event:
 - velocity per key (consumer, merchant, device, IP, service provider): exact running counts and
-  sums over the last minute and hour (a deque per key), hour buckets for 24 hours and day
-  buckets for 7 days (so those two windows are exact to the bucket, not the second);
+  sums over the last minute and hour (the hour's events in flat arrays), hour buckets for 24
+  hours and day buckets for 7 days (so those two windows are exact to the bucket, not the
+  second), all in one object per key whose arrays the garbage collector does not traverse;
 - distinct counts from maps of ``other -> last seen``, pruned lazily;
 - relationships: who sent money to whom (loops), the accounts seen on a device or an IP, and a
   union-find over accounts and devices for the size of a device-linked group.
@@ -24,6 +25,7 @@ Features are plain ints and floats (and one string, the merchant category) named
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from dataclasses import dataclass
@@ -74,7 +76,14 @@ FEATURES: tuple[str, ...] = (
 _WINDOW_NAMES = tuple(tuple(f"{k}_{n}" for n in (
     "count_1m", "count_1h", "count_24h", "count_7d", "sum_1m", "sum_1h", "sum_24h", "sum_7d"))
     for k in VELOCITY_KEYS)
-_NO_WINDOW = (0, 0, 0, 0, 0, 0, 0, 0)
+# What ``FeatureState.features`` fills in, in the order it gives them.
+_BLANK: dict[str, float | int | str] = dict.fromkeys((
+    "amount", "kind", "category", "kind_code", "is_payment", "is_p2p", "is_withdrawal", "hour",
+    "category_code", *(n for names in _WINDOW_NAMES for n in names),
+    "amount_vs_consumer_avg", "amount_vs_merchant_avg", "first_pair", "new_device",
+    "account_age_days", "counterparty_age_days", "c_distinct_counterparties_24h",
+    "m_distinct_payers_24h", "m_new_payers_today", "m_small_count_1h", "d_accounts",
+    "i_accounts_24h", "device_group_size", "loop_back", "loop_ring"), 0)
 STRING_FEATURES = ("category", "kind")
 ALL_NAMES = frozenset(FEATURES) | frozenset(STRING_FEATURES)
 # List memberships are facts an operator sets, not patterns to learn: the model leaves them out.
@@ -83,97 +92,115 @@ MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if not f.endswith(("
 
 
 _NEVER = -(1 << 62)
+# A key's hour or day buckets in one int64 array: the running count and sum, the bucket index
+# the buckets were expired to (no bucket older than its window is held, so a read in the same
+# or an earlier bucket has nothing to expire), then (bucket index, count, sum) per bucket,
+# oldest first.
+_B_COUNT, _B_TOTAL, _B_EXPIRED, _B_FIRST = 0, 1, 2, 3
+_EMPTY_BUCKETS = array("q", (0, 0, _NEVER))
+_EMPTY_TIMES = array("d")
+_EMPTY_AMOUNTS = array("q")
+# Events of the last hour are dropped from the front of a key's arrays by moving ``head``; the
+# dropped ones are cut off once they are at least this many and half the arrays.
+_COMPACT_MIN = 32
 
 
-class _Buckets:
-    """Counts and sums in fixed buckets (hours or days) over the last ``keep`` buckets, with
-    running totals, so reading the window costs nothing per bucket."""
+def _expire(b: array[int], size: int, keep: int, t: float) -> None:
+    index = int(t // size)
+    if index <= b[_B_EXPIRED]:
+        return
+    b[_B_EXPIRED] = index
+    first = index - keep + 1
+    at, end = _B_FIRST, len(b)
+    while at < end and b[at] < first:
+        b[_B_COUNT] -= b[at + 1]
+        b[_B_TOTAL] -= b[at + 2]
+        at += 3
+    if at > _B_FIRST:
+        del b[_B_FIRST:at]
 
-    __slots__ = ("buckets", "count", "expired_to", "keep", "size", "total")
 
-    def __init__(self, size: int, keep: int) -> None:
-        self.size, self.keep = size, keep
-        self.buckets: deque[list[int]] = deque()  # [bucket index, count, sum], oldest first
-        self.count = self.total = 0
-        # Expired as of this bucket index: no bucket older than its window is held, so a read
-        # in the same (or an earlier) bucket has nothing to expire.
-        self.expired_to = _NEVER
-
-    def _expire(self, t: float) -> None:
-        index = int(t // self.size)
-        if index <= self.expired_to:
-            return
-        self.expired_to = index
-        first = index - self.keep + 1
-        buckets = self.buckets
-        while buckets and buckets[0][0] < first:
-            _, c, s = buckets.popleft()
-            self.count -= c
-            self.total -= s
-
-    def add(self, t: float, amount: int) -> None:
-        self._expire(t)
-        index = int(t // self.size)
-        buckets = self.buckets
-        if buckets and buckets[-1][0] >= index:  # this bucket (or an event a bit late)
-            buckets[-1][1] += 1
-            buckets[-1][2] += amount
-        else:
-            if index <= self.expired_to - self.keep:  # older than the window already read
-                self.expired_to = _NEVER
-            buckets.append([index, 1, amount])
-        self.count += 1
-        self.total += amount
-
-    def window(self, t: float) -> tuple[int, int]:
-        self._expire(t)
-        return self.count, self.total
+def _bucket_add(b: array[int], size: int, keep: int, t: float, amount: int) -> None:
+    _expire(b, size, keep, t)
+    index = int(t // size)
+    if len(b) > _B_FIRST and b[-3] >= index:  # this bucket (or an event a bit late)
+        b[-2] += 1
+        b[-1] += amount
+    else:
+        if index <= b[_B_EXPIRED] - keep:  # older than the window already read
+            b[_B_EXPIRED] = _NEVER
+        b.extend((index, 1, amount))
+    b[_B_COUNT] += 1
+    b[_B_TOTAL] += amount
 
 
 class Velocity:
-    """Counts and sums of one key's events over 1 min, 1 h (exact), 24 h and 7 d (bucketed)."""
+    """Counts and sums of one key's events over 1 min, 1 h (exact), 24 h and 7 d (bucketed).
 
-    __slots__ = ("c1h", "c1m", "days", "hours", "recent", "s1h", "s1m", "split")
+    There is one per consumer, merchant, device, IP and service provider seen in the last
+    week, and the collector walks every object that can hold others: a key is this object and
+    four flat arrays (which CPython's collector tracks too, but which hold no objects to
+    visit), where the earlier deques, bucket objects and lists were eight. The last hour's
+    events are ``times`` and ``amounts`` from ``head`` on, in arrival order; ``split`` is the
+    first of them inside the minute; ``hours`` (24 buckets) and ``days`` (7) are bucket arrays
+    (``_expire``). Amounts and sums are 64-bit: an amount is at most ``money.AMOUNT_MAX``
+    (10**15), and a sum that ever passed 2**63 would raise ``OverflowError``, never wrap."""
+
+    __slots__ = ("amounts", "c1h", "c1m", "days", "head", "hours", "s1h", "s1m", "split",
+                 "times")
 
     def __init__(self) -> None:
-        self.recent: deque[tuple[float, int]] = deque()
-        self.split = 0  # recent[:split] are older than a minute
+        self.times = _EMPTY_TIMES[:]
+        self.amounts = _EMPTY_AMOUNTS[:]
+        self.head = self.split = 0
         self.c1m = self.s1m = self.c1h = self.s1h = 0
-        self.hours = _Buckets(3600, 24)
-        self.days = _Buckets(86_400, 7)
+        self.hours = _EMPTY_BUCKETS[:]
+        self.days = _EMPTY_BUCKETS[:]
 
     def _advance(self, t: float) -> None:
-        recent = self.recent
-        while recent and recent[0][0] <= t - 3600:
-            _, amount = recent.popleft()
+        times, amounts = self.times, self.amounts
+        head, end = self.head, len(times)
+        hour_ago = t - 3600
+        while head < end and times[head] <= hour_ago:
+            amount = amounts[head]
             self.c1h -= 1
             self.s1h -= amount
-            if self.split:
-                self.split -= 1
-            else:  # it was inside the minute too
+            if self.split <= head:  # it was inside the minute too
                 self.c1m -= 1
                 self.s1m -= amount
-        while self.split < len(recent) and recent[self.split][0] <= t - 60:
+            head += 1
+        split = max(self.split, head)
+        minute_ago = t - 60
+        while split < end and times[split] <= minute_ago:
             self.c1m -= 1
-            self.s1m -= recent[self.split][1]
-            self.split += 1
+            self.s1m -= amounts[split]
+            split += 1
+        if head >= _COMPACT_MIN and 2 * head >= end:
+            del times[:head]
+            del amounts[:head]
+            split -= head
+            head = 0
+        self.head, self.split = head, split
 
     def add(self, t: float, amount: int) -> None:
         self._advance(t)
-        self.recent.append((t, amount))
+        self.times.append(t)
+        self.amounts.append(amount)
         self.c1m += 1
         self.s1m += amount
         self.c1h += 1
         self.s1h += amount
-        self.hours.add(t, amount)
-        self.days.add(t, amount)
+        _bucket_add(self.hours, 3600, 24, t, amount)
+        _bucket_add(self.days, 86_400, 7, t, amount)
 
     def window(self, t: float) -> tuple[int, int, int, int, int, int, int, int]:
         """(count, sum) over 1 min, 1 h, 24 h and 7 d before ``t``."""
         self._advance(t)
-        c24, s24 = self.hours.window(t)
-        c7, s7 = self.days.window(t)
-        return self.c1m, self.c1h, c24, c7, self.s1m, self.s1h, s24, s7
+        hours, days = self.hours, self.days
+        _expire(hours, 3600, 24, t)
+        _expire(days, 86_400, 7, t)
+        return (self.c1m, self.c1h, hours[_B_COUNT], days[_B_COUNT], self.s1m, self.s1h,
+                hours[_B_TOTAL], days[_B_TOTAL])
 
 
 class Seen:
@@ -323,22 +350,29 @@ class FeatureState:
     def features(self, e: Event, now: datetime) -> dict[str, float | int | str]:
         """The features of ``e`` from what came before it (``e`` itself is not counted)."""
         t = now.timestamp()
-        f: dict[str, float | int | str] = {
-            "amount": e.amount, "kind": e.kind, "category": e.category or "",
-            "kind_code": KINDS.index(e.kind) if e.kind in KINDS else len(KINDS),
-            "is_payment": int(e.kind == "payment"), "is_p2p": int(e.kind == "p2p"),
-            "is_withdrawal": int(e.kind == "withdrawal"), "hour": now.hour,
-            "category_code": CATEGORIES.index(e.category) if e.category in CATEGORIES else -1,
-        }
+        # Every name in its place from the start (the order the log row's JSON keeps), each
+        # window at zero: a key never seen (most of a grab's) costs nothing more.
+        f: dict[str, float | int | str] = _BLANK.copy()
+        f["amount"] = e.amount
+        f["kind"] = e.kind
+        f["category"] = e.category or ""
+        f["kind_code"] = KINDS.index(e.kind) if e.kind in KINDS else len(KINDS)
+        f["is_payment"] = int(e.kind == "payment")
+        f["is_p2p"] = int(e.kind == "p2p")
+        f["is_withdrawal"] = int(e.kind == "withdrawal")
+        f["hour"] = now.hour
+        f["category_code"] = CATEGORIES.index(e.category) if e.category in CATEGORIES else -1
         velocity = self.velocity
         for prefix, value, names in ((
                 ("c:", e.actor_id, _WINDOW_NAMES[0]), ("m:", e.counterparty_id, _WINDOW_NAMES[1]),
                 ("d:", e.device_id, _WINDOW_NAMES[2]), ("i:", e.client_ip, _WINDOW_NAMES[3]),
                 ("s:", e.sp_id, _WINDOW_NAMES[4]))):
             v = velocity.get(prefix + value) if value else None
-            f.update(zip(names, v.window(t) if v is not None else _NO_WINDOW, strict=True))
+            if v is not None:
+                f.update(zip(names, v.window(t), strict=True))
         f.update(self._history(e, now, t, f))
         f.update(self._relations(e, t))
+        assert len(f) == len(_BLANK), "a feature outside the blank's order"
         return f
 
     def _history(self, e: Event, now: datetime, t: float,
