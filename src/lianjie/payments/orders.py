@@ -382,6 +382,20 @@ def do_pay_many(conn: Connection, now: datetime, requests: Sequence[PayRequest]
     coupon, or one needing an account opened, is paid by ``do_pay_order`` itself in its place.
     """
     assert 0 < len(requests) <= PAYS_PER_BATCH_MAX
+    # A batch that refuses every request changes nothing, as a refused unit changes nothing:
+    # rolled back, it leaves no trace of shared work (the risk engine's state row, made on its
+    # first use in a database). A risk decline's log row is kept: the refusal records it.
+    savepoint = conn.begin_nested()
+    outcomes = _pay_requests(conn, now, requests)
+    if any(isinstance(o, Order) or getattr(o, "record", None) is not None for o in outcomes):
+        savepoint.commit()
+    else:
+        savepoint.rollback()
+    return outcomes
+
+
+def _pay_requests(conn: Connection, now: datetime, requests: Sequence[PayRequest]
+                  ) -> list[Order | DomainError]:
     outcomes: list[Order | DomainError] = []
     run: list[PayRequest] = []
     for req in requests:
