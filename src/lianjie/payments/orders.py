@@ -453,7 +453,8 @@ def _prepare(conn: Connection, now: datetime, run: list[PayRequest]
     found = {o.id: o for o in map(_order_of, rows_in(
         conn, _ORDERS_IN_SQL + lock, (), sorted({r.order_id for r in run})))}
     parties = _parties_of(conn, {r.payer_id for r in run} |
-                          {o.merchant_id for o in found.values()})
+                          {o.merchant_id for o in found.values()} |
+                          {o.sp_id for o in found.values() if o.sp_id is not None})
     prepared: list[_Ready | DomainError | object] = []
     for req in run:
         try:
@@ -477,7 +478,8 @@ def _prepare(conn: Connection, now: datetime, run: list[PayRequest]
 
 
 def _parties_of(conn: Connection, ids: set[str]) -> dict[str, Party]:
-    """The parties ``ids`` and the service providers of the merchants among them."""
+    """The parties ``ids`` and the service providers of the merchants among them: one read
+    when ``ids`` names them already (an order keeps its merchant's SP), two otherwise."""
     found = parties_by_id(conn, ids)
     sps = {p.parent_id for p in found.values() if p.kind == PartyKind.MERCHANT and
            p.parent_id is not None and p.parent_id not in found}
