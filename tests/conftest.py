@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,12 +99,36 @@ def committer(engine: Engine) -> Iterator[Committer]:
     c.stop()
 
 
+@pytest.fixture
+def fresh(engine: Engine, db_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+          ) -> Iterator[Callable[[], Engine]]:
+    """Makes another empty database of ``db_kind``, with an engine (so a process state of the
+    risk engine) of its own. On PostgreSQL each empties the one test database."""
+    made: list[Engine] = []
+
+    def make() -> Engine:
+        if db_kind == "sqlite":
+            path = tmp_path / f"fresh{len(made)}.sqlite3"
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+            other = make_engine(f"sqlite:///{path}")
+        else:
+            _truncate_all(engine)
+            other = make_engine(engine.url.render_as_string(hide_password=False))
+        made.append(other)
+        return other
+
+    yield make
+    for e in made:
+        e.dispose()
+
+
 # -- a real server over real HTTP ---------------------------------------------------------------
 
 import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -118,6 +142,7 @@ from lianjie.cli import bootstrap  # noqa: E402
 from lianjie.payments import PaymentsConfig  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 20.0
+QUEUE_WAIT_S = 30.0  # a bound on waiting for requests to queue (``held_together``), not a timing
 ANY_PARAM = object()  # assert_error: any param will do
 
 
@@ -237,6 +262,25 @@ class Api:
         after = self.dump()
         changed = [name for name in before if before[name] != after[name]]
         assert not changed, f"{what} changed {changed}"
+
+    def held_together(self, batcher: Any, calls: list[tuple[str, str, Any, str | None]]
+                      ) -> list[httpx.Response]:
+        """POST each ``(path, key, body, idem)`` while the writer is held busy, and release it
+        once ``batcher`` has queued them all, so that they are served together (in as few
+        units as the batcher may). The responses, in order."""
+        gate = threading.Event()
+        held = self.rt.committer.submit(lambda _conn: gate.wait(QUEUE_WAIT_S))
+        with ThreadPoolExecutor(len(calls)) as pool:
+            futures = [pool.submit(self.call, "POST", path, key, body, idem)
+                       for path, key, body, idem in calls]
+            deadline = time.monotonic() + QUEUE_WAIT_S
+            while len(batcher._pending) < len(calls):  # every request queued behind the gate
+                assert time.monotonic() < deadline, "the requests did not queue"
+                time.sleep(0.01)
+            gate.set()
+            responses = [f.result(timeout=2 * QUEUE_WAIT_S) for f in futures]
+        held.result(timeout=QUEUE_WAIT_S)
+        return responses
 
     def verify(self) -> None:
         verdict = self.ok("GET", "/v1/ledger/verify", self.operator_key)

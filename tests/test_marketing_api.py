@@ -3,8 +3,6 @@ budgets, coupons redeemed inside the payment, refunds, segments with a holdout, 
 
 from __future__ import annotations
 
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -16,7 +14,6 @@ from lianjie.api import routes_marketing
 from lianjie.ledger import AccountFlags
 
 DAY_S = 86_400
-WAIT_S = 30.0  # a bound on waiting for queued requests, not a timing
 
 
 def _ends(api: Api, days: int = 30) -> int:
@@ -357,19 +354,9 @@ def test_an_unexpected_error_in_one_batched_grab_fails_only_that_grab(api: Api) 
     # The bad row: a wallet that may not be credited.
     _set_wallet_flags(api, bad, AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
     batcher = routes_marketing._grab_batcher(api.rt)
-    gate = threading.Event()
-    held = api.rt.committer.submit(lambda _conn: gate.wait(WAIT_S))  # the writer is busy
     path = f"/v1/red_packets/{packet['id']}/grab"
     batches_before = batcher.batches
-    with ThreadPoolExecutor(len(members)) as pool:
-        calls = [pool.submit(api.call, "POST", path, m["api_key"], {}) for m in members]
-        deadline = time.monotonic() + WAIT_S
-        while len(batcher._pending) < len(members):  # every grab queued behind the gate
-            assert time.monotonic() < deadline, "the grabs did not queue"
-            time.sleep(0.01)
-        gate.set()
-        results = [c.result(timeout=2 * WAIT_S) for c in calls]
-    held.result(timeout=WAIT_S)
+    results = api.held_together(batcher, [(path, m["api_key"], {}, None) for m in members])
     assert batcher.batches == batches_before + 1  # one unit held all six grabs
     for m, r in zip(members, results, strict=True):
         if m is bad:

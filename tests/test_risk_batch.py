@@ -6,15 +6,11 @@ neither counts them twice nor skips the other's."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
-from tests.conftest import _truncate_all
 
 from lianjie import risk
 from lianjie.db import make_engine
@@ -78,28 +74,6 @@ def _run(engine: Engine, decide: Callable[..., list[Any]]
     with engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(select(*columns).order_by(t.c.seq))]
     return seen, rows
-
-
-@pytest.fixture
-def fresh(engine: Engine, db_kind: str, request: pytest.FixtureRequest, tmp_path: Path
-          ) -> Iterator[Callable[[], Engine]]:
-    """A second, empty database with a process state of its own."""
-    made: list[Engine] = []
-
-    def make() -> Engine:
-        if db_kind == "sqlite":
-            path = tmp_path / "second.sqlite3"
-            shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-            second = make_engine(f"sqlite:///{path}")
-        else:
-            _truncate_all(engine)
-            second = make_engine(engine.url.render_as_string(hide_password=False))
-        made.append(second)
-        return second
-
-    yield make
-    for e in made:
-        e.dispose()
 
 
 def test_decide_many_decides_and_logs_as_decide_one_by_one(

@@ -97,8 +97,9 @@ class DriverSql:
             raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) \
                 from exc
 
-    def many(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """``executemany``: SQLite loops in C; psycopg pipelines the rows."""
+    def many(self, conn: Connection, rows: list[tuple[Any, ...]]) -> int:
+        """``executemany``: SQLite loops in C; psycopg pipelines the rows. Returns the rows
+        the statement changed, all rows together."""
         sql = self.text(conn)
         if not conn.in_transaction():
             conn.begin()
@@ -107,8 +108,8 @@ class DriverSql:
             if conn.dialect.name == "postgresql":
                 with driver.cursor() as cur:  # type: ignore[union-attr]
                     cur.executemany(sql, rows)
-            else:
-                driver.executemany(sql, rows)  # type: ignore[union-attr]
+                    return int(cur.rowcount)
+            return int(driver.executemany(sql, rows).rowcount)  # type: ignore[union-attr]
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, rows, exc, conn.dialect.loaded_dbapi.Error) \
                 from exc

@@ -13,6 +13,7 @@ partition on once the outbox feeds one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,6 +69,18 @@ def emit(conn: Connection, now: datetime, type_: str, partition_key: str,
     _INSERT.run(conn, (event_id, type_, partition_key, orjson.dumps(payload).decode(),
                        to_us(now)))
     return event_id
+
+
+def emit_many(conn: Connection, now: datetime,
+              items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """``emit`` for several ``(type, partition_key, payload)``, in order: one executemany."""
+    if not items:
+        return []
+    at = to_us(now)
+    rows = [(new_id("evt"), type_, key, orjson.dumps(payload).decode(), at)
+            for type_, key, payload in items]
+    _INSERT.many(conn, rows)
+    return [row[0] for row in rows]
 
 
 def read_after(conn: Connection, after_seq: int, limit: int = READ_BATCH_MAX,

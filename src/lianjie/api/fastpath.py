@@ -6,7 +6,7 @@ routes in turn, solving dependencies, validating the body (benchmarks/RESULTS.md
 over HTTP"). ``LianjieApp`` answers these three directly from the ASGI scope:
 
     POST /v1/orders                     routes_payments.create_order_action
-    POST /v1/orders/{order_id}/pay      routes_payments.pay_order_action
+    POST /v1/orders/{order_id}/pay      routes_payments.pay_once
     POST /v1/red_packets/{id}/grab      routes_marketing.grab_once
 
 It runs the very unit of work, idempotency and response code the FastAPI routes run, and the
@@ -131,13 +131,12 @@ async def _create_order(rt: Runtime, req: _Request, _arg: str) -> Outcome:
 
 
 async def _pay_order(rt: Runtime, req: _Request, order_id: str) -> Outcome:
-    from lianjie.api.routes_payments import PayIn, pay_order_action
+    from lianjie.api.routes_payments import PayIn, pay_once
 
     body = req.json(PayIn)
     p = await req.caller(rt, Role.CONSUMER)
     key, fp = req.idempotency()
-    return await rt.mutate_once(p, key, fp, pay_order_action(rt, p, order_id, body,
-                                                             req.client(body.device_id)))
+    return await pay_once(rt, p, order_id, body, req.client(body.device_id), key, fp)
 
 
 async def _grab(rt: Runtime, req: _Request, packet_id: str) -> Outcome:

@@ -12,12 +12,9 @@ Times on the wire are Unix seconds (``starts_at``, ``ends_at``), as Stripe's are
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import StrictInt
 from sqlalchemy import Connection
@@ -28,13 +25,14 @@ from lianjie.api import idempotency, views
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
 from lianjie.api.runtime import (
+    BatchedKeys,
     Runtime,
+    batcher_of,
     current_runtime,
     json,
     require_role,
     stored_response,
 )
-from lianjie.committer import Committer
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.money import DEFAULT_CURRENCY
 from lianjie.payments import PLATFORM_ID
@@ -211,45 +209,11 @@ async def list_grabs(packet_id: str, rt: RT, p: Caller, after: int = -1,
     return json(await rt.read(read))
 
 
-_IdemTag = tuple[str, str, bytes]  # API key id, Idempotency-Key, request fingerprint
-
-
-class _IdempotentGrabs:
-    """Idempotency-Keys for grabs batched into one unit (see ``mkt.batcher``): what
-    ``Runtime.mutate`` does for one request, done for a batch of them in the same unit."""
-
-    def same(self, tag: _IdemTag) -> tuple[str, str]:
-        return tag[0], tag[1]
-
-    def before(self, conn: Connection, tags: Sequence[_IdemTag]) -> list[Any]:
-        return [None if found is None else found if isinstance(found, DomainError)
-                else (found, True) for found in idempotency.lookup_many(conn, tags)]
-
-    def after(self, conn: Connection, now: datetime, tags: Sequence[_IdemTag],
-              outcomes: Sequence[mkt.Grab | DomainError]) -> list[Any]:
-        answers: list[Any] = []
-        rows: list[tuple[str, str, bytes, int, str]] = []
-        for (key_id, key, fp), outcome in zip(tags, outcomes, strict=True):
-            if isinstance(outcome, DomainError):  # refusals are not stored: nothing changed
-                answers.append(outcome)
-                continue
-            text = orjson.dumps(_grab_view(outcome)).decode()
-            rows.append((key_id, key, fp, 200, text))
-            answers.append((idempotency.Stored(200, text), False))
-        idempotency.store_many(conn, now, rows)
-        return answers
-
-
-_GRAB_BATCHERS: weakref.WeakKeyDictionary[Committer, mkt.GrabBatcher] = \
-    weakref.WeakKeyDictionary()
-
-
 def _grab_batcher(rt: Runtime) -> mkt.GrabBatcher:
-    batcher = _GRAB_BATCHERS.get(rt.committer)
-    if batcher is None:  # made on the event loop's thread: no race
-        batcher = _GRAB_BATCHERS[rt.committer] = mkt.GrabBatcher(rt.committer, rt.clock,
-                                                                  _IdempotentGrabs())
-    return batcher
+    found = batcher_of(rt, "grab", lambda: mkt.GrabBatcher(
+        rt.committer, rt.clock, BatchedKeys(lambda grab: (200, _grab_view(grab)))))
+    assert isinstance(found, mkt.GrabBatcher)
+    return found
 
 
 @router.post("/red_packets/{packet_id}/grab", tags=["red packets"])

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from lianjie import ledger
 from lianjie import payments as pay
-from lianjie.api import views
+from lianjie.api import idempotency, views
 from lianjie.api.access import (
     ClientContext,
     acting_merchant,
@@ -21,7 +21,17 @@ from lianjie.api.access import (
 )
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
-from lianjie.api.runtime import Action, Runtime, current_runtime, json, require_role
+from lianjie.api.runtime import (
+    Action,
+    BatchedKeys,
+    Runtime,
+    batcher_of,
+    current_runtime,
+    json,
+    require_role,
+    stored_response,
+)
+from lianjie.batcher import Batcher
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import INT_ID_MAX, parse_int_id
 from lianjie.money import DEFAULT_CURRENCY
@@ -132,20 +142,27 @@ async def order_qr(order_id: str, kind: Literal["png", "svg"], rt: RT, p: Caller
                     media_type=media)
 
 
-def pay_order_action(rt: Runtime, p: Principal, order_id: str, body: PayIn,
-                     client: ClientContext) -> Action:
-    """The unit of work of ``POST /v1/orders/{id}/pay`` (also run by ``api.fastpath``), for a
-    caller both paths have already checked is a consumer."""
+def _pay_batcher(rt: Runtime) -> Batcher[pay.PayRequest, pay.Order]:
+    return batcher_of(rt, "pay", lambda: Batcher(
+        rt.committer, rt.clock, pay.do_pay_many, pay.PAYS_PER_BATCH_MAX,
+        BatchedKeys(lambda order: (200, views.order(order, rt.cfg)))))
 
-    def action(conn: Connection) -> tuple[int, dict[str, Any]]:
-        # Any consumer holding the order's id (its QR code) may try to pay it, and is told why
-        # it cannot (paid, closed, expired) rather than "not found": see ``access``.
-        order = pay.do_pay_order(conn, rt.clock.now(), order_id, p.party_id,
-                                 device_id=client.device_id, client_ip=client.client_ip,
-                                 coupon_id=body.coupon_id)
-        return 200, views.order(order, rt.cfg)
 
-    return action
+async def pay_once(rt: Runtime, p: Principal, order_id: str, body: PayIn,
+                   client: ClientContext, key: str, fp: bytes
+                   ) -> tuple[idempotency.Stored, bool]:
+    """``POST /v1/orders/{id}/pay`` for a caller both paths have already checked is a
+    consumer (also run by ``api.fastpath``): the response and whether it is a replay.
+
+    Concurrent payments share one unit of work (``payments.do_pay_many`` through a
+    ``Batcher``); each request's response is stored under its Idempotency-Key in that unit,
+    as ``Runtime.mutate`` would store it. Any consumer holding the order's id (its QR code)
+    may try to pay it, and is told why it cannot (paid, closed, expired) rather than "not
+    found": see ``access``."""
+    stored, replayed = await _pay_batcher(rt).submit_async(
+        pay.PayRequest(order_id, p.party_id, client.device_id, client.client_ip,
+                       body.coupon_id), (p.key_id, key, fp))
+    return stored, replayed
 
 
 @router.post("/orders/{order_id}/pay", tags=["orders"])
@@ -153,7 +170,9 @@ async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
                     p: Caller) -> Response:
     require_role(p, Role.CONSUMER)
     client = client_context(request, p, body.device_id)
-    return await rt.mutate(request, p, pay_order_action(rt, p, order_id, body, client))
+    key = idempotency.check_key(request.headers.get("idempotency-key"))
+    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    return stored_response(*await pay_once(rt, p, order_id, body, client, key, fp))
 
 
 @router.post("/qr_codes/{qr_code_id}/pay", tags=["orders"])

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from starlette.responses import Response
 
 from lianjie.api import idempotency, keys
 from lianjie.api.keys import KeyCache, Principal, Role
+from lianjie.batcher import Batcher
 from lianjie.clock import Clock
 from lianjie.committer import Committer
 from lianjie.errors import DomainError, ErrorCode
@@ -94,13 +96,68 @@ class Runtime:
             if stored is not None:
                 return stored, True
             status, payload = action(conn)
-            text = orjson.dumps(payload).decode()
-            kept = orjson.dumps(redact(payload)).decode() if SECRET_FIELDS & payload.keys() \
-                else text
+            text, kept = _texts(payload)
             idempotency.store(conn, self.clock.now(), principal.key_id, key, fp, status, kept)
             return idempotency.Stored(status, text), False
 
         return await self.write(unit)
+
+
+def _texts(payload: dict[str, Any]) -> tuple[str, str]:
+    """The response's JSON, and the JSON stored for replays (secrets redacted)."""
+    text = orjson.dumps(payload).decode()
+    return text, orjson.dumps(redact(payload)).decode() if SECRET_FIELDS & payload.keys() \
+        else text
+
+
+IdemTag = tuple[str, str, bytes]  # API key id, Idempotency-Key, request fingerprint
+
+
+class BatchedKeys:
+    """Idempotency-Keys for requests batched into one unit (a ``batcher.Around``): what
+    ``Runtime.mutate`` does for one request, done for a batch of them in the same unit. Tags
+    are ``IdemTag``; ``view`` turns a request's result into its response (status, payload).
+    A request answers ``(Stored, replayed)``, or its refusal."""
+
+    def __init__(self, view: Callable[[Any], tuple[int, dict[str, Any]]]) -> None:
+        self.view = view
+
+    def same(self, tag: IdemTag) -> tuple[str, str]:
+        return tag[0], tag[1]
+
+    def before(self, conn: Connection, tags: Sequence[IdemTag]) -> list[Any]:
+        return [None if found is None else found if isinstance(found, DomainError)
+                else (found, True) for found in idempotency.lookup_many(conn, tags)]
+
+    def after(self, conn: Connection, now: datetime, tags: Sequence[IdemTag],
+              outcomes: Sequence[Any]) -> list[Any]:
+        answers: list[Any] = []
+        rows: list[tuple[str, str, bytes, int, str]] = []
+        for (key_id, key, fp), outcome in zip(tags, outcomes, strict=True):
+            if isinstance(outcome, DomainError):  # refusals are not stored: nothing changed
+                answers.append(outcome)
+                continue
+            status, payload = self.view(outcome)
+            text, kept = _texts(payload)
+            rows.append((key_id, key, fp, status, kept))
+            answers.append((idempotency.Stored(status, text), False))
+        idempotency.store_many(conn, now, rows)
+        return answers
+
+
+_BATCHERS: weakref.WeakKeyDictionary[Committer, dict[str, Batcher[Any, Any]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def batcher_of(rt: Runtime, name: str, make: Callable[[], Batcher[Any, Any]]
+               ) -> Batcher[Any, Any]:
+    """The runtime's batcher called ``name``, made by ``make`` on first use. Made on the event
+    loop's thread, so no two are made for one name."""
+    mine = _BATCHERS.setdefault(rt.committer, {})
+    found = mine.get(name)
+    if found is None:
+        found = mine[name] = make()
+    return found
 
 
 KEY_LOOKUPS_PER_READ_MAX = 1000

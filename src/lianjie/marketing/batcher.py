@@ -2,47 +2,17 @@
 
 A hot red packet gets many grabs at once. Run one by one, each grab reads and writes the packet
 row, its ledger accounts and the outbox on its own; batched, a group of grabs costs one packet
-read and write, one ledger call (whose cost grows slowly with its size) and one insert. Callers
-``submit`` a grab and get a future; the first grab to find no batch scheduled submits a unit to
-the committer, and that unit, when the writer thread runs it, takes every grab queued by then
-(at most ``GRABS_PER_BATCH_MAX``). A caller's future resolves only after the committer's group
-is durable, with the grab or its refusal (``DomainError``).
-
-A caller with many grabs in hand at once (a gateway's batch of requests, a load generator)
-hands them over with ``submit_many``: one lock, at most one unit scheduled, and one future for
-all of them, resolved once every one of their groups is durable, with each grab's outcome in
-order. Making and resolving a ``Future`` per grab, and waking its waiter, cost about as much as
-the grab's risk decision.
-
-A batcher may be given an ``Around``: per-request work done in the same unit before and after
-the grabs, for requests that carry a ``tag``. The HTTP route uses it for Idempotency-Keys: the
-unit looks up every request's key at once, grabs for those that have not run, and stores their
-responses in the same transaction as the grabs. Two requests with the same ``Around.same`` key
-never share a unit: the later waits for the next, so it sees what the earlier stored.
-
-One grab that fails unexpectedly (a bug, or a bad row: an assertion, a constraint) fails only
-itself. The batch runs in a savepoint; if it raises, it is rolled back and its grabs run again
-one by one, each in a savepoint of its own (``committer.run_isolated``), so the failing grab's
-caller gets that exception (the API answers 500 ``internal_error``) while the others are granted
-and committed with the group. A lock or serialization conflict still fails the whole unit, for
-the committer to retry.
+read and write, one ledger call (whose cost grows slowly with its size) and one insert. The
+machinery (queueing, ``Around`` for Idempotency-Keys, isolating a grab that fails unexpectedly)
+is ``lianjie.batcher``'s; this is that batcher serving ``do_grab_many``, at most
+``GRABS_PER_BATCH_MAX`` grabs a unit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, InvalidStateError
-from datetime import datetime
-from typing import Any, Protocol
-
-from sqlalchemy import Connection
-
+from lianjie.batcher import Around, Batcher
 from lianjie.clock import Clock
-from lianjie.committer import Committer, Waiter, run_isolated, settle
-from lianjie.errors import DomainError
+from lianjie.committer import Committer
 from lianjie.marketing.redpackets import (
     GRABS_PER_BATCH_MAX,
     Grab,
@@ -50,223 +20,13 @@ from lianjie.marketing.redpackets import (
     do_grab_many,
 )
 
-
-class _Gather:
-    """The one future of a ``submit_many`` call, filled in as its grabs' batches finish (they
-    may run in several units, whose callbacks may run on different threads)."""
-
-    __slots__ = ("future", "left", "lock", "outcomes")
-
-    def __init__(self, size: int) -> None:
-        self.future: Future[list[Any]] = Future()
-        self.outcomes: list[Any] = [None] * size
-        self.left = size
-        self.lock = threading.Lock()
-
-    def fill(self, filled: list[tuple[int, Any]]) -> None:
-        outcomes = self.outcomes
-        for i, value in filled:
-            outcomes[i] = value
-        with self.lock:
-            self.left -= len(filled)
-            finished = self.left == 0
-        if finished:
-            try:
-                self.future.set_result(outcomes)
-            except InvalidStateError:  # its caller cancelled it
-                pass
+__all__ = ["Around", "GrabBatcher"]
 
 
-_Slot = tuple[_Gather, int]  # a grab of a ``submit_many`` call: its gather and its place
-_Pending = tuple[GrabRequest, Waiter | _Slot, Any]
-
-
-class Around(Protocol):
-    """Per-request work in a batch's unit, for requests submitted with a ``tag``."""
-
-    def same(self, tag: Any) -> Hashable:
-        """Requests whose tags give the same value are never put in one unit."""
-
-    def before(self, conn: Connection, tags: Sequence[Any]) -> list[Any]:
-        """Per tag: None to grab, or what to resolve the request with instead (an exception
-        instance to fail it)."""
-
-    def after(self, conn: Connection, now: datetime, tags: Sequence[Any],
-              outcomes: Sequence[Grab | DomainError]) -> list[Any]:
-        """Per grab attempted: what to resolve its request with (an exception to fail it)."""
-
-
-class GrabBatcher:
+class GrabBatcher(Batcher[GrabRequest, Grab]):
     def __init__(self, committer: Committer, clock: Clock, around: Around | None = None
                  ) -> None:
-        self.committer = committer
-        self.clock = clock
-        self.around = around
-        self._lock = threading.Lock()
-        self._pending: list[_Pending] = []
-        self._scheduled = False
-        self.batches = 0
-        self.unit_cpu_s = 0.0  # CPU time of the writer thread inside this batcher's units
-
-    def submit(self, request: GrabRequest, tag: Any = None) -> Future[Any]:
-        """The grab's future: a ``Grab`` (or, with an ``Around`` and a tag, what ``Around``
-        answers), or the refusal as its exception."""
-        future: Future[Any] = Future()
-        self._queue(request, future, tag)
-        return future
-
-    def submit_async(self, request: GrabRequest, tag: Any = None) -> asyncio.Future[Any]:
-        """``submit`` for a caller on an event loop: the future is the loop's own, and a batch
-        resolves all of its loop's futures in one call on that loop (one wake-up per batch,
-        where ``asyncio.wrap_future`` costs one per grab)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue(request, future, tag)
-        return future
-
-    def submit_many(self, requests: Sequence[GrabRequest]) -> Future[list[Any]]:
-        """Several grabs at once, queued in order under one lock. The future resolves once
-        every one of them is durable (or refused), with a list in the order of ``requests``:
-        each grab's ``Grab``, or its refusal (``DomainError``) or failure as the exception
-        instance (for grabs whose unit could not run at all, the committer's error). The
-        future itself does not fail."""
-        assert 0 < len(requests) <= GRABS_PER_BATCH_MAX, "hand over a bounded batch at a time"
-        gather = _Gather(len(requests))
-        self._queue_all([(request, (gather, i), None) for i, request in enumerate(requests)])
-        return gather.future
-
-    def _queue(self, request: GrabRequest, future: Waiter, tag: Any) -> None:
-        self._queue_all([(request, future, tag)])
-
-    def _queue_all(self, items: list[_Pending]) -> None:
-        with self._lock:
-            self._pending += items
-            if not self._scheduled:
-                self._scheduled = True
-                try:
-                    self._schedule()
-                except BaseException:  # the committer has stopped: these grabs never run
-                    del self._pending[-len(items):]
-                    raise
+        super().__init__(committer, clock, do_grab_many, GRABS_PER_BATCH_MAX, around)
 
     def grab(self, request: GrabRequest) -> Grab:
-        found: Grab = self.submit(request).result()
-        return found
-
-    def _take(self) -> list[_Pending]:
-        """The next batch, under ``_lock``: at most ``GRABS_PER_BATCH_MAX``, and no two
-        requests with the same ``Around.same`` key (the later stay queued, in order)."""
-        if self.around is None:
-            batch = self._pending[:GRABS_PER_BATCH_MAX]
-            del self._pending[:GRABS_PER_BATCH_MAX]
-            return batch
-        batch, rest, seen = [], [], set()
-        for item in self._pending:
-            key = None if item[2] is None else self.around.same(item[2])
-            if len(batch) >= GRABS_PER_BATCH_MAX or (key is not None and key in seen):
-                rest.append(item)
-                continue
-            if key is not None:
-                seen.add(key)
-            batch.append(item)
-        self._pending = rest
-        return batch
-
-    def _schedule(self) -> None:
-        taken: list[list[_Pending]] = []
-
-        def unit(conn: Connection) -> list[Any]:
-            if not taken:  # a group the committer retries runs this unit again: same batch
-                with self._lock:
-                    taken.append(self._take())
-                    if self._pending:
-                        self._schedule()  # the rest go in the next unit
-                    else:
-                        self._scheduled = False
-            started = time.thread_time()
-            try:
-                return self._run(conn, taken[0])
-            finally:
-                self.unit_cpu_s += time.thread_time() - started
-
-        def done(f: Future[list[Any]]) -> None:
-            batch = taken[0] if taken else []
-            self.batches += 1
-            exc = f.exception()
-            if exc is not None:
-                if not taken:  # the unit never ran: fail what is queued rather than strand it
-                    with self._lock:
-                        batch, self._pending, self._scheduled = self._pending, [], False
-                _resolve([(fut, False, exc) for _, fut, _tag in batch])
-                return
-            _resolve([(fut, not isinstance(outcome, BaseException), outcome)
-                      for (_, fut, _tag), outcome in zip(batch, f.result(), strict=True)])
-
-        try:
-            self.committer.submit(unit).add_done_callback(done)
-        except BaseException:  # the committer has stopped: nothing is scheduled any more
-            self._scheduled = False
-            raise
-
-    def _run(self, conn: Connection, batch: list[_Pending]) -> list[Any]:
-        now: datetime = self.clock.now()
-        if not batch:
-            return []
-        if self.around is None or all(tag is None for _, _, tag in batch):
-            return _grab_isolated(conn, now, [req for req, _, _ in batch])
-        around = self.around
-        tagged = [i for i, item in enumerate(batch) if item[2] is not None]
-        results: list[Any] = [None] * len(batch)
-        for i, answer in zip(tagged, around.before(conn, [batch[i][2] for i in tagged]),
-                             strict=True):
-            results[i] = answer
-        to_grab = [i for i in range(len(batch)) if results[i] is None]
-        if not to_grab:
-            return results
-        outcomes = _grab_isolated(conn, now, [batch[i][0] for i in to_grab])
-        # A grab that failed unexpectedly changed nothing and stores no response.
-        wrapped: list[tuple[int, Grab | DomainError]] = []
-        for i, outcome in zip(to_grab, outcomes, strict=True):
-            if batch[i][2] is not None and isinstance(outcome, Grab | DomainError):
-                wrapped.append((i, outcome))
-            else:
-                results[i] = outcome
-        answers = around.after(conn, now, [batch[i][2] for i, _ in wrapped],
-                               [o for _, o in wrapped])
-        for (i, _), answer in zip(wrapped, answers, strict=True):
-            results[i] = answer
-        return results
-
-
-def _resolve(outcomes: list[tuple[Waiter | _Slot, bool, Any]]) -> None:
-    """Settle the futures of single grabs (``committer.settle``) and fill the gathers of
-    ``submit_many`` calls, each once per batch: a refusal or failure goes in as itself."""
-    futures: list[tuple[Waiter, bool, Any]] = []
-    gathers: dict[_Gather, list[tuple[int, Any]]] = {}
-    for waiter, ok, value in outcomes:
-        if isinstance(waiter, tuple):
-            gathers.setdefault(waiter[0], []).append((waiter[1], value))
-        else:
-            futures.append((waiter, ok, value))
-    if futures:
-        settle(futures)
-    for gather, filled in gathers.items():
-        gather.fill(filled)
-
-
-def _grab_isolated(conn: Connection, now: datetime, requests: list[GrabRequest]
-                   ) -> list[Grab | DomainError | Exception]:
-    """``do_grab_many``, where an unexpected error fails only the grab that raised it: the
-    batch is tried whole (one savepoint), then, if it raised, one grab at a time."""
-    def grabs(batch: list[GrabRequest]) -> Callable[[Connection], list[Grab | DomainError]]:
-        return lambda c: do_grab_many(c, now, batch)
-
-    ok, value = run_isolated(conn, grabs(requests))
-    if ok:
-        return list(value)
-    if len(requests) == 1:
-        return [value]
-    outcomes: list[Grab | DomainError | Exception] = []
-    for request in requests:
-        ok, value = run_isolated(conn, grabs([request]))
-        outcomes.append(value[0] if ok else value)
-    return outcomes
+        return self.run_one(request)

@@ -6,10 +6,13 @@ inside the caller's unit of work and emits its event to the outbox.
 
 from lianjie.payments.config import PaymentsConfig
 from lianjie.payments.orders import (
+    PAYS_PER_BATCH_MAX,
     Order,
+    PayRequest,
     do_close_order,
     do_create_order,
     do_expire_orders,
+    do_pay_many,
     do_pay_order,
     do_pay_static_code,
     find_order,
@@ -63,12 +66,14 @@ from lianjie.payments.webhooks import (
 )
 
 __all__ = [
+    "PAYS_PER_BATCH_MAX",
     "PLATFORM_ID",
     "Delivery",
     "KycStatus",
     "Order",
     "Party",
     "PartyKind",
+    "PayRequest",
     "PaymentsConfig",
     "QrCode",
     "Refund",
@@ -91,6 +96,7 @@ __all__ = [
     "do_expire_orders",
     "do_onboard_merchant",
     "do_p2p",
+    "do_pay_many",
     "do_pay_order",
     "do_pay_static_code",
     "do_refund",

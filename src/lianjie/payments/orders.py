@@ -17,15 +17,15 @@ two consumers racing to pay one order cannot both succeed: the second finds it p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Row, select
 
 from lianjie import events, ledger, risk
 from lianjie.clock import from_us, to_us
-from lianjie.db import DriverSql
+from lianjie.db import DriverSql, rows_in
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id
 from lianjie.ledger import Entry, EntryKind, Leg, Purpose
@@ -40,6 +40,7 @@ from lianjie.payments.parties import (
     check_collecting,
     get_qr_code,
     get_store,
+    parties_by_id,
     payment_parties,
     require_collecting_merchant,
     require_party,
@@ -217,6 +218,15 @@ def payment_legs(conn: Connection, order: Order, merchant: Party, payer_id: str,
     """The legs of paying ``order`` from ``payer_id``'s wallet, with the fee and commission.
     ``sp`` is the merchant's service provider when the caller has read it already. The 3 or
     4 accounts are found in one statement."""
+    wanted, fee, commission = _payment_accounts(conn, order, merchant, payer_id, sp)
+    return _legs(order, account_ids(conn, wanted, order.currency), fee, commission), fee, \
+        commission
+
+
+def _payment_accounts(conn: Connection, order: Order, merchant: Party, payer_id: str,
+                      sp: Party | None) -> tuple[list[tuple[str, Purpose]], int, int]:
+    """The (owner, purpose) of the accounts paying ``order`` moves money between, in leg
+    order, with the fee and commission. Raises ``party_not_found`` for a missing SP."""
     assert merchant.fee_rate_bps is not None
     fee = fees.fee_for(order.amount, merchant.fee_rate_bps)
     commission = 0
@@ -231,13 +241,31 @@ def payment_legs(conn: Connection, order: Order, merchant: Party, payer_id: str,
     if commission:
         assert merchant.parent_id is not None
         wanted.append((merchant.parent_id, Purpose.SP_COMMISSION))
-    ids = account_ids(conn, wanted, order.currency)
+    return wanted, fee, commission
+
+
+def _legs(order: Order, ids: Sequence[int], fee: int, commission: int) -> tuple[Leg, ...]:
     legs = [Leg(ids[0], ids[1], order.amount)]
     if fee:
         legs.append(Leg(ids[1], ids[2], fee))
     if commission:
         legs.append(Leg(ids[2], ids[3], commission))
-    return tuple(legs), fee, commission
+    return tuple(legs)
+
+
+def _check_payer(payer: Party | None, payer_id: str) -> Party:
+    if payer is None or payer.kind != PartyKind.CONSUMER:
+        raise DomainError(ErrorCode.PARTY_NOT_FOUND, f"no consumer {payer_id!r}", "payer_id")
+    if not payer.active:
+        raise DomainError(ErrorCode.ACCOUNT_FROZEN, "the payer's wallet is frozen", "payer_id")
+    return payer
+
+
+def _risk_event(order: Order, payer: Party, merchant: Party, device_id: str | None,
+                client_ip: str | None) -> risk.Event:
+    return risk.Event("payment", order.id, payer.id, order.amount, order.currency, merchant.id,
+                      merchant.parent_id, device_id, client_ip, merchant.business_type,
+                      payer.created_at, merchant.created_at)
 
 
 def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, *,
@@ -251,10 +279,7 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
     _check_payable(order, now)
     payer, merchant, sp = payment_parties(conn, payer_id, order.merchant_id) \
         if isinstance(payer_id, str) else (None, None, None)
-    if payer is None or payer.kind != PartyKind.CONSUMER:
-        raise DomainError(ErrorCode.PARTY_NOT_FOUND, f"no consumer {payer_id!r}", "payer_id")
-    if not payer.active:
-        raise DomainError(ErrorCode.ACCOUNT_FROZEN, "the payer's wallet is frozen", "payer_id")
+    payer = _check_payer(payer, payer_id)
     if merchant is None or merchant.kind != PartyKind.MERCHANT:
         merchant = require_collecting_merchant(conn, order.merchant_id)  # raises
     check_collecting(merchant)
@@ -263,26 +288,276 @@ def do_pay_order(conn: Connection, now: datetime, order_id: str, payer_id: str, 
         from lianjie.marketing.coupons import redeem_in_payment  # marketing builds on payments
         legs = redeem_in_payment(conn, now, coupon_id, payer_id, order, merchant, legs,
                                  device_id)
-    decision = risk.decide(conn, now, risk.Event(
-        "payment", order.id, payer_id, order.amount, order.currency, merchant.id,
-        merchant.parent_id, device_id, client_ip, merchant.business_type, payer.created_at,
-        merchant.created_at))  # raises risk_declined on block; review: a hold and a case
-    status = "reviewing" if decision.review else "paid"
-    result = ledger.post(conn, now, Entry(
-        key=f"pay:{order.id}", legs=legs, code="payment", memo=order.id,
-        kind=EntryKind.PENDING if decision.review else EntryKind.POSTED))
+    decision = risk.decide(conn, now, _risk_event(order, payer, merchant, device_id,
+                                                  client_ip))
+    # risk.decide raised risk_declined on block; review: a hold and a case
+    result = ledger.post(conn, now, _payment_entry(order, legs, decision))
     if decision.review:
         assert result.entry_id is not None
         risk.open_case(conn, now, decision, result.entry_id)
+    status = "reviewing" if decision.review else "paid"
     updated = _PAY_IF_OPEN.run(conn, (status, to_us(now), payer_id, result.entry_id, fee,
                                       commission, device_id, client_ip, order.id))
     if updated.rowcount != 1:
         raise DomainError(ErrorCode.ORDER_ALREADY_PAID, "the order is already paid", "id")
-    paid = replace(order, status=status, paid_at=now, payer_id=payer_id,
-                   entry_id=result.entry_id, fee_amount=fee, commission_amount=commission)
-    events.emit(conn, now, "payment.reviewing" if decision.review else "payment.succeeded",
-                order.merchant_id, order_payload(paid))
+    paid = _paid(order, now, payer_id, result.entry_id, fee, commission, decision)
+    events.emit(conn, now, *_payment_event(paid))
     return paid
+
+
+def _payment_entry(order: Order, legs: tuple[Leg, ...], decision: risk.Decision) -> Entry:
+    return Entry(key=f"pay:{order.id}", legs=legs, code="payment", memo=order.id,
+                 kind=EntryKind.PENDING if decision.review else EntryKind.POSTED)
+
+
+def _paid(order: Order, now: datetime, payer_id: str, entry_id: int | None, fee: int,
+          commission: int, decision: risk.Decision) -> Order:
+    """The order as paying it wrote it."""
+    return replace(order, status="reviewing" if decision.review else "paid", paid_at=now,
+                   payer_id=payer_id, entry_id=entry_id, fee_amount=fee,
+                   commission_amount=commission)
+
+
+def _payment_event(paid: Order) -> tuple[str, str, dict[str, object]]:
+    kind = "payment.reviewing" if paid.status == "reviewing" else "payment.succeeded"
+    return kind, paid.merchant_id, order_payload(paid)
+
+
+# -- many payments in one unit of work (the HTTP pay route's batcher) --------------------------
+
+PAYS_PER_BATCH_MAX = 512  # well under the ledger's BATCH_ENTRIES_MAX: one entry a payment
+_ACCOUNTS_PER_FIND = 16  # ledger.find_accounts takes at most this many pairs a call
+_ORDERS_IN_SQL = f"SELECT {_COLUMNS} FROM payment_orders WHERE id {{in}}"
+# The ledger's refusals as ``ledger.post`` words them, so a payment refused in a batch reads
+# exactly as one refused alone.
+_LEDGER_MESSAGES = {
+    ErrorCode.INSUFFICIENT_FUNDS: "insufficient funds",
+    ErrorCode.ACCOUNT_FROZEN: "the account is frozen",
+    ErrorCode.ACCOUNT_CLOSED: "the account is closed",
+    ErrorCode.EXISTS_WITH_DIFFERENT_FIELDS: "an entry with this key exists with other content",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PayRequest:
+    """One ``do_pay_order`` call's arguments, for ``do_pay_many``."""
+
+    order_id: str
+    payer_id: str
+    device_id: str | None = None
+    client_ip: str | None = None
+    coupon_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Ready:
+    """A request that passed the checks before the risk decision, with what paying needs."""
+
+    order: Order
+    payer: Party
+    merchant: Party
+    wanted: list[tuple[str, Purpose]]
+    fee: int
+    commission: int
+    account_ids: list[int] = field(default_factory=list)  # ``wanted``'s, once found
+
+
+_ALONE = object()  # a request the batch hands to ``do_pay_order``, at its place in the order
+
+
+def do_pay_many(conn: Connection, now: datetime, requests: Sequence[PayRequest]
+                ) -> list[Order | DomainError]:
+    """Pay many orders in one unit of work: per request, in order, the paid order or the
+    refusal, exactly what ``do_pay_order`` gives run on each in turn in a savepoint of its own
+    (as the committer runs units): the same orders, ledger entries, risk decisions and log rows,
+    review cases and outbox events, in the same order. A refusal changes nothing (a risk
+    decline's decision is logged, as the committer logs it for a unit).
+
+    The requests are served in runs: a run reads its orders (locked on PostgreSQL, in id
+    order), parties and accounts in a few statements, asks the risk engine as one
+    ``risk.Batch``, posts every entry with one ``ledger.create_entries`` (each entry fails
+    alone: a payer who can afford one of two orders pays the first), and writes the order
+    updates and outbox rows with one ``executemany`` each. A second request for an order
+    already in the run starts the next run, so it sees the first's outcome. A request with a
+    coupon, or one needing an account opened, is paid by ``do_pay_order`` itself in its place.
+    """
+    assert 0 < len(requests) <= PAYS_PER_BATCH_MAX
+    # A batch that refuses every request changes nothing, as a refused unit changes nothing:
+    # rolled back, it leaves no trace of shared work (the risk engine's state row, made on its
+    # first use in a database). A risk decline's log row is kept: the refusal records it.
+    savepoint = conn.begin_nested()
+    outcomes = _pay_requests(conn, now, requests)
+    if any(isinstance(o, Order) or getattr(o, "record", None) is not None for o in outcomes):
+        savepoint.commit()
+    else:
+        savepoint.rollback()
+    return outcomes
+
+
+def _pay_requests(conn: Connection, now: datetime, requests: Sequence[PayRequest]
+                  ) -> list[Order | DomainError]:
+    outcomes: list[Order | DomainError] = []
+    run: list[PayRequest] = []
+    for req in requests:
+        if req.coupon_id is not None or not isinstance(req.order_id, str) or \
+                not isinstance(req.payer_id, str):
+            outcomes += _pay_run(conn, now, run)
+            outcomes.append(_pay_alone(conn, now, req))
+            run = []
+            continue
+        if any(r.order_id == req.order_id for r in run):
+            outcomes += _pay_run(conn, now, run)
+            run = []
+        run.append(req)
+    outcomes += _pay_run(conn, now, run)
+    assert len(outcomes) == len(requests)
+    return outcomes
+
+
+def _pay_alone(conn: Connection, now: datetime, req: PayRequest) -> Order | DomainError:
+    """``do_pay_order`` in a savepoint of its own, as the committer runs a unit."""
+    from lianjie.committer import run_isolated  # the committer serves every context
+
+    ok, value = run_isolated(conn, lambda c: do_pay_order(
+        c, now, req.order_id, req.payer_id, device_id=req.device_id, client_ip=req.client_ip,
+        coupon_id=req.coupon_id))
+    if ok or isinstance(value, DomainError):
+        return cast(Order | DomainError, value)
+    raise value  # unexpected: the batcher fails this request alone
+
+
+def _pay_run(conn: Connection, now: datetime, run: list[PayRequest]
+             ) -> list[Order | DomainError]:
+    """A run of requests for distinct orders, none with a coupon."""
+    if not run:
+        return []
+    prepared = _prepare(conn, now, run)
+    for k, item in enumerate(prepared):
+        if item is _ALONE:  # served in its place: the run before it, it, the run after it
+            return [*_pay_run(conn, now, run[:k]), _pay_alone(conn, now, run[k]),
+                    *_pay_run(conn, now, run[k + 1:])]
+    outcomes: list[Order | DomainError | None] = [
+        item if isinstance(item, DomainError) else None for item in prepared]
+    ready = [(i, item) for i, item in enumerate(prepared) if isinstance(item, _Ready)]
+    if ready:
+        _pay_ready(conn, now, run, ready, outcomes)
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+def _prepare(conn: Connection, now: datetime, run: list[PayRequest]
+             ) -> list[_Ready | DomainError | object]:
+    """Per request: what ``do_pay_order`` checks before the risk decision, for the whole run
+    in a few reads. ``_ALONE`` for a request needing an account opened."""
+    lock = " ORDER BY id FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    found = {o.id: o for o in map(_order_of, rows_in(
+        conn, _ORDERS_IN_SQL + lock, (), sorted({r.order_id for r in run})))}
+    parties = _parties_of(conn, {r.payer_id for r in run} |
+                          {o.merchant_id for o in found.values()} |
+                          {o.sp_id for o in found.values() if o.sp_id is not None})
+    prepared: list[_Ready | DomainError | object] = []
+    for req in run:
+        try:
+            prepared.append(_check_request(conn, now, req, found.get(req.order_id), parties))
+        except DomainError as exc:
+            prepared.append(exc)
+    ready = [item for item in prepared if isinstance(item, _Ready)]
+    pairs = list(dict.fromkeys(pair for item in ready for pair in item.wanted))
+    accounts: dict[tuple[str, str], int] = {}
+    for i in range(0, len(pairs), _ACCOUNTS_PER_FIND):
+        accounts.update((k, a.id) for k, a in ledger.find_accounts(
+            conn, pairs[i:i + _ACCOUNTS_PER_FIND], ready[0].order.currency).items())
+    for k, item in enumerate(prepared):
+        if not isinstance(item, _Ready):
+            continue
+        if any(pair not in accounts for pair in item.wanted):
+            prepared[k] = _ALONE
+        else:
+            item.account_ids = [accounts[pair] for pair in item.wanted]
+    return prepared
+
+
+def _parties_of(conn: Connection, ids: set[str]) -> dict[str, Party]:
+    """The parties ``ids`` and the service providers of the merchants among them: one read
+    when ``ids`` names them already (an order keeps its merchant's SP), two otherwise."""
+    found = parties_by_id(conn, ids)
+    sps = {p.parent_id for p in found.values() if p.kind == PartyKind.MERCHANT and
+           p.parent_id is not None and p.parent_id not in found}
+    return found | parties_by_id(conn, sps) if sps else found
+
+
+def _check_request(conn: Connection, now: datetime, req: PayRequest, order: Order | None,
+                   parties: dict[str, Party]) -> _Ready:
+    """``do_pay_order``'s checks, in its order, on rows read for the whole run."""
+    if order is None:
+        raise DomainError(ErrorCode.ORDER_NOT_FOUND, f"no order {req.order_id!r}", "id")
+    _check_payable(order, now)
+    payer = _check_payer(parties.get(req.payer_id), req.payer_id)
+    merchant = parties.get(order.merchant_id)
+    if merchant is None or merchant.kind != PartyKind.MERCHANT:
+        merchant = require_collecting_merchant(conn, order.merchant_id)  # raises
+    check_collecting(merchant)
+    sp = parties.get(merchant.parent_id) if merchant.parent_id is not None else None
+    wanted, fee, commission = _payment_accounts(conn, order, merchant, req.payer_id, sp)
+    return _Ready(order, payer, merchant, wanted, fee, commission)
+
+
+def _pay_ready(conn: Connection, now: datetime, run: list[PayRequest],
+               ready: list[tuple[int, _Ready]], outcomes: list[Order | DomainError | None]
+               ) -> None:
+    """Decide, post and record the requests that passed their checks."""
+    screening = risk.Batch(conn, now)
+    decided: list[tuple[int, _Ready, risk.Decision, int, int]] = []  # and its log rows' span
+    for i, item in ready:
+        start = len(screening.rows)
+        try:
+            decision = screening.decide(_risk_event(item.order, item.payer, item.merchant,
+                                                    run[i].device_id, run[i].client_ip))
+        except risk.RiskDeclined as declined:
+            declined.record(conn)  # logged in its place among the batch's decisions
+            outcomes[i] = declined
+            continue
+        decided.append((i, item, decision, start, len(screening.rows)))
+    entries = [_payment_entry(item.order, _legs(item.order, item.account_ids, item.fee,
+                                                item.commission), decision)
+               for _, item, decision, _, _ in decided]
+    results = ledger.create_entries(conn, now, entries) if entries else []
+    refused_rows: set[int] = set()
+    paid: list[tuple[int, Order, risk.Decision]] = []
+    for (i, item, decision, start, end), result in zip(decided, results, strict=True):
+        if result.error is not None:  # as a unit rolled back: its decision is not logged
+            outcomes[i] = DomainError(result.error, _LEDGER_MESSAGES.get(
+                result.error, result.error.value.replace("_", " ")))
+            refused_rows.update(range(start, end))
+            continue
+        order = _paid(item.order, now, run[i].payer_id, result.entry_id, item.fee,
+                      item.commission, decision)
+        outcomes[i] = order
+        paid.append((i, order, decision))
+    if refused_rows:
+        screening.rows = [row for k, row in enumerate(screening.rows) if k not in refused_rows]
+    screening.flush()
+    _record_paid(conn, now, run, paid)
+
+
+def _record_paid(conn: Connection, now: datetime, run: list[PayRequest],
+                 paid: list[tuple[int, Order, risk.Decision]]) -> None:
+    """The order updates (one ``executemany``), review cases and outbox events, in order."""
+    if not paid:
+        return
+    updated = _PAY_IF_OPEN.many(conn, [
+        (o.status, to_us(now), o.payer_id, o.entry_id, o.fee_amount, o.commission_amount,
+         run[i].device_id, run[i].client_ip, o.id) for i, o, _ in paid])
+    assert updated == len(paid), (updated, len(paid))  # the orders are locked and distinct
+    queued: list[tuple[str, str, dict[str, object]]] = []
+    for _, order, decision in paid:
+        if decision.review:  # its case opens before its payment event, as one by one
+            assert order.entry_id is not None
+            events.emit_many(conn, now, queued)
+            queued = []
+            risk.open_case(conn, now, decision, order.entry_id)
+        queued.append(_payment_event(order))
+    events.emit_many(conn, now, queued)
 
 
 def _resolve_review(conn: Connection, now: datetime, case: risk.Case, approved: bool,

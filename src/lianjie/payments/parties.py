@@ -9,7 +9,7 @@ its KYC status is ``approved`` and while it is ``active``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Row, select
 
 from lianjie import events, ledger
 from lianjie.clock import from_us
-from lianjie.db import DriverSql
+from lianjie.db import DriverSql, rows_in
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id, secret_token
 from lianjie.ledger import AccountFlags, AccountStatus, Purpose
@@ -140,6 +140,14 @@ def payment_parties(conn: Connection, payer_id: str, merchant_id: str
     merchant = found.get(merchant_id)
     parent_id = merchant.parent_id if merchant is not None else None
     return found.get(payer_id), merchant, found.get(parent_id) if parent_id else None
+
+
+_PARTIES_IN = f"SELECT {_COLUMNS} FROM parties WHERE id {{in}}"  # for ``db.rows_in``
+
+
+def parties_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, Party]:
+    """The parties among ``ids`` that exist, by id: one statement (a chunk of ids each)."""
+    return {p.id: p for p in map(_party_of, rows_in(conn, _PARTIES_IN, (), sorted(set(ids))))}
 
 
 def require_party(conn: Connection, party_id: str, kind: PartyKind | None = None,
