@@ -6,13 +6,17 @@
 - ``batch._post_one_leg`` is ``batch._apply_legs(..., pending=False)`` for a one-leg entry: on
   twin working copies of the same accounts, the two must return the same outcome and leave the
   same counters and postings, at the limits and counter bounds too.
+- ``batch._GcPause`` holds the garbage collector off while batches run and turns it back on
+  after the last one, even when it fails, and only if it was on.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,3 +98,28 @@ def test_one_leg_lean_path_equals_the_general_path(
     outcome = B._post_one_leg(lean, leg, 7)
     assert outcome == B._apply_legs(general, (leg,), 7, pending=False)
     assert _state(lean) == _state(general)
+
+
+def test_gc_pause_nests_and_restores_the_collector() -> None:
+    pause = B._GcPause()
+    assert gc.isenabled()
+    try:
+        with pause:
+            assert not gc.isenabled()
+            with pause:  # a second batch (another thread's) inside the first
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the outer batch still runs
+        assert gc.isenabled()
+        gc.disable()  # an application that runs without the collector keeps it off
+        with pause:
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_gc_pause_is_lifted_when_the_batch_fails() -> None:
+    pause = B._GcPause()
+    with pytest.raises(RuntimeError), pause:
+        raise RuntimeError("the batch failed")
+    assert gc.isenabled()

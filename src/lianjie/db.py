@@ -115,19 +115,23 @@ class DriverSql:
 
 
 SQL_IN_CHUNK_MAX = 1000
+SQLITE_VARIABLES_MAX = 32_766  # SQLite's limit on bound parameters in one statement (3.32+)
 
 
 def rows_in(conn: Connection, sql: str, params: tuple[object, ...], values: Sequence[Any],
-            array_type: str = "text") -> list[Any]:
+            array_type: str = "text", chunk_max: int = SQL_IN_CHUNK_MAX) -> list[Any]:
     """Rows of driver ``sql`` (``?`` marks) whose last condition is ``{in}``: one statement per
     chunk of ``values``, with no SQLAlchemy statement built per call (``in_()`` renders one
     bind parameter per value on every call, which cost as much as the query). PostgreSQL gets
-    one array parameter of ``array_type``, SQLite one ``?`` per value."""
+    one array parameter of ``array_type``, SQLite one ``?`` per value (at most 32,766 in a
+    statement, so ``chunk_max`` stays below that). Chunks run in the order of ``values``, so a
+    statement that locks ``FOR UPDATE`` in the order of sorted values keeps that order."""
+    assert 0 < chunk_max <= SQLITE_VARIABLES_MAX - len(params)
     pg = conn.dialect.name == "postgresql"
     sql = sql.replace("?", "%s") if pg else sql
     rows: list[Any] = []
-    for i in range(0, len(values), SQL_IN_CHUNK_MAX):
-        chunk = list(values[i:i + SQL_IN_CHUNK_MAX])
+    for i in range(0, len(values), chunk_max):
+        chunk = list(values[i:i + chunk_max])
         if pg:
             rows += conn.exec_driver_sql(sql.format(**{"in": f"= ANY(%s::{array_type}[])"}),
                                          (*params, chunk)).all()
