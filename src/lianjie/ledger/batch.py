@@ -8,8 +8,9 @@ and its ledger entry commit together.
 How a batch runs, and why:
 
 1. Shape checks are pure and need no database.
-2. Everything the batch needs is read up front in a few set-based queries (existing keys, holds,
-   reversal targets, then the accounts, locked ``FOR UPDATE`` on PostgreSQL in id order).
+2. Everything the batch needs is read up front in a few set-based queries through
+   ``db.rows_in`` (existing keys, holds, reversal targets, then the accounts, locked ``FOR
+   UPDATE`` on PostgreSQL in id order).
 3. Entries are applied in order to in-memory working copies of the accounts. For each entry the
    net change per account is computed and checked (status, currency, limits) before anything is
    changed, so a failing entry leaves no trace; a failing chain restores its snapshot.
@@ -18,6 +19,10 @@ How a batch runs, and why:
    prepared statement (a loop in C); PostgreSQL gets ``COPY`` for the entries and postings and
    one ``UPDATE ... FROM unnest(arrays)`` for the accounts, since a statement per row costs a
    server round of parse, plan and execute each (benchmarks/RESULTS.md has the figures).
+
+Two things keep the Python half short (benchmarks/RESULTS.md, "Ledger"): a one-leg posted entry
+takes ``_post_one_leg``, the general path's checks without its per-entry dictionary, and the
+cyclic garbage collector is held off for the length of a batch (``_GcPause``).
 
 Checks here are domain outcomes (error codes); the asserts are for our own bugs.
 """
