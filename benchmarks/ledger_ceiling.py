@@ -11,8 +11,10 @@ work, and the variants show what each index or write method costs:
   ``no-secondary-indexes``: without all three; ``foreign-keys-off``; ``page-4k``: 4 KiB
   pages instead of the 16 KiB new databases get; ``checkpoint-16k``: a WAL checkpoint every
   16,000 pages instead of 1,000; ``postings-by-account``: each batch's postings sorted into
-  the account index's order before the insert (the sort timed with it); ``sync-off`` (NOT
-  durable; a reference for what the fsyncs cost, never a setting).
+  the account index's order before the insert (the sort timed with it); ``before-0012``: the
+  schema before migration 0012 (entries not keyed by their rowid, every entry in the
+  ``reverses_id`` index); ``sync-off`` (NOT durable; a reference for what the fsyncs cost,
+  never a setting).
 - postgresql ``executemany`` (a statement per row, pipelined by psycopg), ``unnest`` (one
   ``INSERT ... SELECT FROM unnest(arrays)`` per table), ``copy`` (``COPY ... FROM STDIN``);
   accounts are read ``FOR UPDATE`` and updated as the ledger does.
@@ -42,7 +44,7 @@ from lianjie.db import SQLITE_PAGE_SIZE, make_engine, migrate
 
 SQLITE_VARIANTS = ("full", "no-key-index", "no-account-index", "no-reverses-index",
                    "no-secondary-indexes", "foreign-keys-off", "page-4k", "checkpoint-16k",
-                   "postings-by-account", "sync-off")
+                   "postings-by-account", "before-0012", "sync-off")
 PG_VARIANTS = ("executemany", "unnest", "copy")
 POSTGRES_URL_ENV = "LIANJIE_BENCH_POSTGRES_URL"
 POSTGRES_URL_DEFAULT = "postgresql://lianjie@127.0.0.1:54329/lianjie"
@@ -143,7 +145,7 @@ def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict
             first.execute("PRAGMA journal_mode=WAL")
             first.close()
         engine = make_engine(f"sqlite:///{path}")
-        migrate(engine)
+        migrate(engine, "0011_clearing" if name == "before-0012" else "head")
         engine.dispose()
         db = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode=WAL", "busy_timeout=30000", "cache_size=-262144",
@@ -200,20 +202,16 @@ def _sqlite_drop_indexes(db: sqlite3.Connection, name: str) -> None:
     everything = name == "no-secondary-indexes"
     if everything or name == "no-account-index":
         db.execute("DROP INDEX ix_ledger_postings_account")
-    constraints = []
-    if everything or name == "no-key-index":
-        constraints.append("CONSTRAINT uq_ledger_entries_key UNIQUE (\"key\")")
     if everything or name == "no-reverses-index":
-        constraints.append("CONSTRAINT uq_ledger_entries_reverses_id UNIQUE (reverses_id)")
-    if not constraints:
+        db.execute("DROP INDEX uq_ledger_entries_reverses_id")
+    if not (everything or name == "no-key-index"):
         return
     # SQLite cannot drop a table constraint: rebuild the (empty) table without it.
+    key = ", CONSTRAINT uq_ledger_entries_key UNIQUE (\"key\")"
     (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'ledger_entries'").fetchone()
-    for c in constraints:
-        assert c in ddl, (c, ddl)
-        ddl = ddl.replace(", \n\t" + c, "")
+    assert key in ddl, ddl
     db.execute("DROP TABLE ledger_entries")
-    db.execute(ddl)
+    db.execute(ddl.replace(key, ""))
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
