@@ -371,9 +371,14 @@ def _apply_all(batch: _Batch, entries: Sequence[Entry], shape: list[ErrorCode | 
     # key -> (position in the batch, fingerprint, id) of the entries created so far
     seen: dict[str, tuple[int, bytes, int]] = {}
     i = 0
-    while i < len(entries):
+    n = len(entries)
+    while i < n:
+        if not entries[i].linked:  # a chain of one, most entries: no snapshot to keep
+            results[i] = _apply_one(batch, entries[i], i, shape[i], existing, seen)
+            i += 1
+            continue
         j = i
-        while entries[j].linked and j + 1 < len(entries):
+        while entries[j].linked and j + 1 < n:
             j += 1
         if entries[j].linked:  # the batch ended inside a chain
             for k in range(i, j + 1):
