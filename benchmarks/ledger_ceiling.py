@@ -13,8 +13,10 @@ work, and the variants show what each index or write method costs:
   16,000 pages instead of 1,000; ``postings-by-account``: each batch's postings sorted into
   the account index's order before the insert (the sort timed with it); ``before-0012``: the
   schema before migration 0012 (entries not keyed by their rowid, every entry in the
-  ``reverses_id`` index); ``sync-off`` (NOT durable; a reference for what the fsyncs cost,
-  never a setting).
+  ``reverses_id`` index); ``accounts-rowid``: ``ledger_accounts.id`` as the rowid too;
+  ``history-clustered``: the postings keyed by ``(account_id, account_seq)`` (the history
+  itself), the entry side a unique index; ``sync-off`` (NOT durable; a reference for what the
+  fsyncs cost, never a setting).
 - postgresql ``executemany`` (a statement per row, pipelined by psycopg), ``unnest`` (one
   ``INSERT ... SELECT FROM unnest(arrays)`` per table), ``copy`` (``COPY ... FROM STDIN``);
   accounts are read ``FOR UPDATE`` and updated as the ledger does.
@@ -44,7 +46,8 @@ from lianjie.db import SQLITE_PAGE_SIZE, make_engine, migrate
 
 SQLITE_VARIANTS = ("full", "no-key-index", "no-account-index", "no-reverses-index",
                    "no-secondary-indexes", "foreign-keys-off", "page-4k", "checkpoint-16k",
-                   "postings-by-account", "before-0012", "sync-off")
+                   "postings-by-account", "before-0012", "accounts-rowid",
+                   "history-clustered", "sync-off")
 PG_VARIANTS = ("executemany", "unnest", "copy")
 POSTGRES_URL_ENV = "LIANJIE_BENCH_POSTGRES_URL"
 POSTGRES_URL_DEFAULT = "postgresql://lianjie@127.0.0.1:54329/lianjie"
@@ -199,6 +202,21 @@ def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict
 
 
 def _sqlite_drop_indexes(db: sqlite3.Connection, name: str) -> None:
+    if name == "history-clustered":  # postings keyed by account history, entry side indexed
+        db.execute("DROP TABLE ledger_postings")
+        db.execute("CREATE TABLE ledger_postings (entry_id BIGINT NOT NULL, leg_no SMALLINT NOT"
+                   " NULL, side SMALLINT NOT NULL, account_id BIGINT NOT NULL, account_seq"
+                   " BIGINT NOT NULL, amount BIGINT NOT NULL, balance_after BIGINT NOT NULL,"
+                   " created_at BIGINT NOT NULL, PRIMARY KEY (account_id, account_seq))"
+                   " WITHOUT ROWID")
+        db.execute("CREATE UNIQUE INDEX ix_ledger_postings_entry ON ledger_postings"
+                   " (entry_id, leg_no, side)")
+    if name == "accounts-rowid":  # ledger_accounts keyed by its rowid, as 0012 made entries
+        (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'ledger_accounts'"
+                            ).fetchone()
+        assert "id BIGINT NOT NULL" in ddl, ddl
+        db.execute("DROP TABLE ledger_accounts")
+        db.execute(ddl.replace("id BIGINT NOT NULL", "id INTEGER NOT NULL", 1))
     everything = name == "no-secondary-indexes"
     if everything or name == "no-account-index":
         db.execute("DROP INDEX ix_ledger_postings_account")
