@@ -22,7 +22,7 @@ How a batch runs, and why:
 
 Two things keep the Python half short (benchmarks/RESULTS.md, "Ledger"): a one-leg posted entry
 takes ``_post_one_leg``, the general path's checks without its per-entry dictionary, and the
-cyclic garbage collector is held off for the length of a batch (``_GcPause``).
+cyclic garbage collector is held off while a batch does its own work (``_GcPause``).
 
 Checks here are domain outcomes (error codes); the asserts are for our own bugs.
 """
@@ -164,9 +164,9 @@ class _GcPause:
     once a batch: a quarter of the ledger's CPU (benchmarks/RESULTS.md). Paused, they die young
     and are never traversed. A pause covers a batch's own work (bounded by
     ``BATCH_ENTRIES_MAX``), never a wait for another transaction's row locks; it delays, never
-    skips, the collection of cycles other threads make meanwhile. Nested and
-    concurrent batches share one pause; the last to finish turns the collector back on, and
-    only if it was on when the first began."""
+    skips, the collection of cycles other threads make meanwhile. Nested and concurrent
+    batches share one pause; the last to finish turns the collector back on, and only if it
+    was on when the first began."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
