@@ -9,9 +9,10 @@ work, and the variants show what each index or write method costs:
 - sqlite ``full``: the schema as migrated, ``synchronous=FULL`` in WAL (what the ledger runs);
   ``no-key-index`` / ``no-account-index`` / ``no-reverses-index``: without that index;
   ``no-secondary-indexes``: without all three; ``foreign-keys-off``; ``page-4k``: 4 KiB
-  pages instead of the 16 KiB new databases get; ``checkpoint-16k``: a WAL checkpoint every
-  16,000 pages instead of 1,000; ``postings-by-account``: each batch's postings sorted into
-  the account index's order before the insert (the sort timed with it); ``before-0012``: the
+  pages instead of the 16 KiB new databases get; ``checkpoint-4k`` / ``checkpoint-16k``: a
+  WAL checkpoint every 4,000 / 16,000 pages instead of 1,000; ``postings-by-account``: each
+  batch's postings sorted into the account index's order before the insert (the sort timed
+  with it); ``before-0012``: the
   schema before migration 0012 (entries not keyed by their rowid, every entry in the
   ``reverses_id`` index); ``accounts-rowid``: ``ledger_accounts.id`` as the rowid too;
   ``history-clustered``: the postings keyed by ``(account_id, account_seq)`` (the history
@@ -45,8 +46,8 @@ from typing import Any
 from lianjie.db import SQLITE_PAGE_SIZE, make_engine, migrate
 
 SQLITE_VARIANTS = ("full", "no-key-index", "no-account-index", "no-reverses-index",
-                   "no-secondary-indexes", "foreign-keys-off", "page-4k", "checkpoint-16k",
-                   "postings-by-account", "before-0012", "accounts-rowid",
+                   "no-secondary-indexes", "foreign-keys-off", "page-4k", "checkpoint-4k",
+                   "checkpoint-16k", "postings-by-account", "before-0012", "accounts-rowid",
                    "history-clustered", "sync-off")
 PG_VARIANTS = ("executemany", "unnest", "copy")
 POSTGRES_URL_ENV = "LIANJIE_BENCH_POSTGRES_URL"
@@ -156,8 +157,8 @@ def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict
                                                               else "FULL"),
                        "foreign_keys=" + ("OFF" if name == "foreign-keys-off" else "ON")):
             db.execute(f"PRAGMA {pragma}")
-        if name == "checkpoint-16k":
-            db.execute("PRAGMA wal_autocheckpoint=16000")
+        if name.startswith("checkpoint-"):
+            db.execute(f"PRAGMA wal_autocheckpoint={int(name[11:-1]) * 1000}")
         page_size = 4096 if name == "page-4k" else SQLITE_PAGE_SIZE
         assert db.execute("PRAGMA page_size").fetchone()[0] == page_size
         _sqlite_drop_indexes(db, name)
