@@ -1143,3 +1143,20 @@ def test_entries_survive_migration_0012_down_and_up(books: Books) -> None:
                   {"r": pay_id, "fp": b"0" * 16})
     books.ok(Entry("after", (Leg(books.alice, books.bob, 1),)))
     assert books.violations() == []
+
+
+def test_rows_in_reads_on_the_driver_in_the_transaction(books: Books) -> None:
+    """``db.rows_in`` (the ledger's reads) runs below SQLAlchemy: it sees the transaction's own
+    uncommitted rows, returns plain tuples, and raises driver errors as SQLAlchemy's."""
+    from sqlalchemy.exc import DBAPIError
+
+    from lianjie.db import rows_in
+
+    sql = "SELECT id, currency FROM ledger_accounts WHERE owner_id = ? AND id {in} ORDER BY id"
+    with writer(books.engine) as c:
+        opened = L.open_account(c, books.clock.now(), "late", L.Purpose.WALLET, "CNY")
+        found = rows_in(c, sql, ("late",), [books.alice, opened.id, 10**12], "bigint",
+                        chunk_max=1)
+        assert found == [(opened.id, "CNY")]
+        with pytest.raises(DBAPIError):
+            rows_in(c, "SELECT nothing FROM ledger_accounts WHERE id {in}", (), [1], "bigint")
