@@ -8,8 +8,16 @@ work, and the variants show what each index or write method costs:
 
 - sqlite ``full``: the schema as migrated, ``synchronous=FULL`` in WAL (what the ledger runs);
   ``no-key-index`` / ``no-account-index`` / ``no-reverses-index``: without that index;
-  ``no-secondary-indexes``: without all three; ``foreign-keys-off``; ``page-16k``: 16 KiB
-  pages; ``sync-off`` (NOT durable; a reference for what the fsyncs cost, never a setting).
+  ``no-secondary-indexes``: without all three; ``foreign-keys-off``; ``page-4k``: 4 KiB
+  pages instead of the 16 KiB new databases get; ``checkpoint-4k`` / ``checkpoint-16k``: a
+  WAL checkpoint every 4,000 / 16,000 pages instead of 1,000; ``postings-by-account``: each
+  batch's postings sorted into the account index's order before the insert (the sort timed
+  with it); ``before-0012``: the
+  schema before migration 0012 (entries not keyed by their rowid, every entry in the
+  ``reverses_id`` index); ``accounts-rowid``: ``ledger_accounts.id`` as the rowid too;
+  ``history-clustered``: the postings keyed by ``(account_id, account_seq)`` (the history
+  itself), the entry side a unique index; ``sync-off`` (NOT durable; a reference for what the
+  fsyncs cost, never a setting).
 - postgresql ``executemany`` (a statement per row, pipelined by psycopg), ``unnest`` (one
   ``INSERT ... SELECT FROM unnest(arrays)`` per table), ``copy`` (``COPY ... FROM STDIN``);
   accounts are read ``FOR UPDATE`` and updated as the ledger does.
@@ -35,10 +43,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lianjie.db import make_engine, migrate
+from lianjie.db import SQLITE_PAGE_SIZE, make_engine, migrate
 
 SQLITE_VARIANTS = ("full", "no-key-index", "no-account-index", "no-reverses-index",
-                   "no-secondary-indexes", "foreign-keys-off", "page-16k", "sync-off")
+                   "no-secondary-indexes", "foreign-keys-off", "page-4k", "checkpoint-4k",
+                   "checkpoint-16k", "postings-by-account", "before-0012", "accounts-rowid",
+                   "history-clustered", "sync-off")
 PG_VARIANTS = ("executemany", "unnest", "copy")
 POSTGRES_URL_ENV = "LIANJIE_BENCH_POSTGRES_URL"
 POSTGRES_URL_DEFAULT = "postgresql://lianjie@127.0.0.1:54329/lianjie"
@@ -133,13 +143,13 @@ def _chunks(values: list[Any]) -> Iterator[list[Any]]:
 def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="lianjie-ceiling-") as tmp:
         path = os.path.join(tmp, "ledger.sqlite3")
-        if name == "page-16k":  # the page size is fixed when the file is first written
+        if name == "page-4k":  # the page size is fixed when the file is first written
             first = sqlite3.connect(path)
-            first.execute("PRAGMA page_size=16384")
+            first.execute("PRAGMA page_size=4096")
             first.execute("PRAGMA journal_mode=WAL")
             first.close()
         engine = make_engine(f"sqlite:///{path}")
-        migrate(engine)
+        migrate(engine, "0011_clearing" if name == "before-0012" else "head")
         engine.dispose()
         db = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode=WAL", "busy_timeout=30000", "cache_size=-262144",
@@ -147,7 +157,9 @@ def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict
                                                               else "FULL"),
                        "foreign_keys=" + ("OFF" if name == "foreign-keys-off" else "ON")):
             db.execute(f"PRAGMA {pragma}")
-        page_size = 16384 if name == "page-16k" else 4096
+        if name.startswith("checkpoint-"):
+            db.execute(f"PRAGMA wal_autocheckpoint={int(name[11:-1]) * 1000}")
+        page_size = 4096 if name == "page-4k" else SQLITE_PAGE_SIZE
         assert db.execute("PRAGMA page_size").fetchone()[0] == page_size
         _sqlite_drop_indexes(db, name)
         db.executemany(f"INSERT INTO ledger_accounts VALUES ({', '.join('?' * 12)})",
@@ -168,8 +180,11 @@ def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict
             db.executemany(f"INSERT INTO ledger_entries VALUES ({', '.join('?' * 9)})", rows[0])
 
         def postings(rows: Rows, keys: list[str], ids: list[int]) -> None:
+            ordered = rows[1]
+            if name == "postings-by-account":  # the account index's order, not the entries'
+                ordered = sorted(ordered, key=lambda r: (r[3], r[4]))
             db.executemany(f"INSERT INTO ledger_postings VALUES ({', '.join('?' * 8)})",
-                           rows[1])
+                           ordered)
 
         def update(rows: Rows, keys: list[str], ids: list[int]) -> None:
             db.executemany("UPDATE ledger_accounts SET debits_posted = ?, credits_posted = ?,"
@@ -188,23 +203,34 @@ def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict
 
 
 def _sqlite_drop_indexes(db: sqlite3.Connection, name: str) -> None:
+    if name == "history-clustered":  # postings keyed by account history, entry side indexed
+        db.execute("DROP TABLE ledger_postings")
+        db.execute("CREATE TABLE ledger_postings (entry_id BIGINT NOT NULL, leg_no SMALLINT NOT"
+                   " NULL, side SMALLINT NOT NULL, account_id BIGINT NOT NULL, account_seq"
+                   " BIGINT NOT NULL, amount BIGINT NOT NULL, balance_after BIGINT NOT NULL,"
+                   " created_at BIGINT NOT NULL, PRIMARY KEY (account_id, account_seq))"
+                   " WITHOUT ROWID")
+        db.execute("CREATE UNIQUE INDEX ix_ledger_postings_entry ON ledger_postings"
+                   " (entry_id, leg_no, side)")
+    if name == "accounts-rowid":  # ledger_accounts keyed by its rowid, as 0012 made entries
+        (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'ledger_accounts'"
+                            ).fetchone()
+        assert "id BIGINT NOT NULL" in ddl, ddl
+        db.execute("DROP TABLE ledger_accounts")
+        db.execute(ddl.replace("id BIGINT NOT NULL", "id INTEGER NOT NULL", 1))
     everything = name == "no-secondary-indexes"
     if everything or name == "no-account-index":
         db.execute("DROP INDEX ix_ledger_postings_account")
-    constraints = []
-    if everything or name == "no-key-index":
-        constraints.append("CONSTRAINT uq_ledger_entries_key UNIQUE (\"key\")")
     if everything or name == "no-reverses-index":
-        constraints.append("CONSTRAINT uq_ledger_entries_reverses_id UNIQUE (reverses_id)")
-    if not constraints:
+        db.execute("DROP INDEX uq_ledger_entries_reverses_id")
+    if not (everything or name == "no-key-index"):
         return
     # SQLite cannot drop a table constraint: rebuild the (empty) table without it.
+    key = ", CONSTRAINT uq_ledger_entries_key UNIQUE (\"key\")"
     (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'ledger_entries'").fetchone()
-    for c in constraints:
-        assert c in ddl, (c, ddl)
-        ddl = ddl.replace(", \n\t" + c, "")
+    assert key in ddl, ddl
     db.execute("DROP TABLE ledger_entries")
-    db.execute(ddl)
+    db.execute(ddl.replace(key, ""))
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from lianjie import ledger as L
 from lianjie.clock import ManualClock
@@ -1091,3 +1093,70 @@ def test_racing_two_reversals_of_one_entry_reverses_it_once(pg_books: Books) -> 
     assert raced.first.ok and raced.second.error == E.ALREADY_REVERSED
     assert b.balances(b.alice, b.shop) == [OPENING_TOPUP, 0]
     assert b.violations() == []
+
+
+def test_entries_survive_migration_0012_down_and_up(books: Books) -> None:
+    """0012 makes an entry's id SQLite's rowid and the reversal index partial: the entries are
+    kept both ways, an entry is still reversed at most once, and the ledger still verifies."""
+    from alembic import command
+    from alembic.config import Config
+
+    from lianjie.db import migrate
+
+    pay_id = books.ok(Entry("pay", (Leg(books.alice, books.shop, 1_000),), memo="备注"))
+    books.ok(Entry("back", (Leg(books.shop, books.alice, 1_000),), reverses_id=pay_id))
+    books.ok(Entry("gift", (Leg(books.alice, books.bob, 300),)))
+
+    def rows() -> list[tuple[object, ...]]:
+        with books.engine.connect() as c:
+            return [tuple(r) for r in c.execute(text(
+                "SELECT id, key, kind, code, pending_id, reverses_id, fingerprint, memo,"
+                " created_at FROM ledger_entries ORDER BY id"))]
+
+    def declared() -> str:
+        with books.engine.connect() as c:
+            return str(c.execute(text("SELECT sql FROM sqlite_master "
+                                      "WHERE name = 'ledger_entries'")).scalar_one())
+
+    expected = rows()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(L.__file__).parents[1] / "migrations"))
+    with books.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0011_clearing")
+        conn.commit()
+    assert rows() == expected
+    if books.engine.dialect.name == "sqlite":
+        assert "id BIGINT" in declared()
+    migrate(books.engine)
+    assert rows() == expected
+    if books.engine.dialect.name == "sqlite":
+        assert "id INTEGER" in declared()
+        with books.engine.connect() as c:
+            assert [r[0] for r in c.execute(text(
+                "SELECT rowid FROM ledger_entries ORDER BY rowid"))] == [r[0] for r in expected]
+    assert errors(books.run(Entry("back-2", (Leg(books.shop, books.alice, 1_000),),
+                                  reverses_id=pay_id))) == [E.ALREADY_REVERSED]
+    with pytest.raises(IntegrityError), writer(books.engine) as c:  # and the index refuses it
+        c.execute(text("INSERT INTO ledger_entries (id, key, kind, code, reverses_id,"
+                       " fingerprint, created_at) VALUES (99, 'x', 0, 't', :r, :fp, 0)"),
+                  {"r": pay_id, "fp": b"0" * 16})
+    books.ok(Entry("after", (Leg(books.alice, books.bob, 1),)))
+    assert books.violations() == []
+
+
+def test_rows_in_reads_on_the_driver_in_the_transaction(books: Books) -> None:
+    """``db.rows_in`` (the ledger's reads) runs below SQLAlchemy: it sees the transaction's own
+    uncommitted rows, returns plain tuples, and raises driver errors as SQLAlchemy's."""
+    from sqlalchemy.exc import DBAPIError
+
+    from lianjie.db import rows_in
+
+    sql = "SELECT id, currency FROM ledger_accounts WHERE owner_id = ? AND id {in} ORDER BY id"
+    with writer(books.engine) as c:
+        opened = L.open_account(c, books.clock.now(), "late", L.Purpose.WALLET, "CNY")
+        found = rows_in(c, sql, ("late",), [books.alice, opened.id, 10**12], "bigint",
+                        chunk_max=1)
+        assert found == [(opened.id, "CNY")]
+        with pytest.raises(DBAPIError):
+            rows_in(c, "SELECT nothing FROM ledger_accounts WHERE id {in}", (), [1], "bigint")

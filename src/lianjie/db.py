@@ -116,26 +116,41 @@ class DriverSql:
 
 
 SQL_IN_CHUNK_MAX = 1000
+SQLITE_VARIABLES_MAX = 32_766  # SQLite's limit on bound parameters in one statement (3.32+)
 
 
 def rows_in(conn: Connection, sql: str, params: tuple[object, ...], values: Sequence[Any],
-            array_type: str = "text") -> list[Any]:
+            array_type: str = "text", chunk_max: int = SQL_IN_CHUNK_MAX) -> list[Any]:
     """Rows of driver ``sql`` (``?`` marks) whose last condition is ``{in}``: one statement per
     chunk of ``values``, with no SQLAlchemy statement built per call (``in_()`` renders one
     bind parameter per value on every call, which cost as much as the query). PostgreSQL gets
-    one array parameter of ``array_type``, SQLite one ``?`` per value."""
+    one array parameter of ``array_type``, SQLite one ``?`` per value (at most 32,766 in a
+    statement, so ``chunk_max`` stays below that). Chunks run in the order of ``values``, so a
+    statement that locks ``FOR UPDATE`` in the order of sorted values keeps that order.
+
+    As ``DriverSql``, it runs on the driver's own connection, in the same transaction, with
+    driver errors raised as SQLAlchemy's; rows are plain tuples (the ledger reads about 8,000
+    accounts a batch this way, and SQLAlchemy's result rows cost 0.6 us a row more)."""
+    assert 0 < chunk_max <= SQLITE_VARIABLES_MAX - len(params)
     pg = conn.dialect.name == "postgresql"
     sql = sql.replace("?", "%s") if pg else sql
+    if not conn.in_transaction():
+        conn.begin()  # what SQLAlchemy's autobegin does for its own statements
+    driver = conn.connection.driver_connection
+    dbapi_error = conn.dialect.loaded_dbapi.Error
     rows: list[Any] = []
-    for i in range(0, len(values), SQL_IN_CHUNK_MAX):
-        chunk = list(values[i:i + SQL_IN_CHUNK_MAX])
+    for i in range(0, len(values), chunk_max):
+        chunk = list(values[i:i + chunk_max])
         if pg:
-            rows += conn.exec_driver_sql(sql.format(**{"in": f"= ANY(%s::{array_type}[])"}),
-                                         (*params, chunk)).all()
+            statement = sql.format(**{"in": f"= ANY(%s::{array_type}[])"})
+            args: tuple[object, ...] = (*params, chunk)
         else:
-            rows += conn.exec_driver_sql(
-                sql.format(**{"in": f"IN ({', '.join('?' * len(chunk))})"}),
-                (*params, *chunk)).all()
+            statement = sql.format(**{"in": f"IN ({', '.join('?' * len(chunk))})"})
+            args = (*params, *chunk)
+        try:
+            rows += driver.execute(statement, args).fetchall()  # type: ignore[union-attr]
+        except dbapi_error as exc:
+            raise DBAPIError.instance(statement, args, exc, dbapi_error) from exc
     return rows
 
 

@@ -8,8 +8,9 @@ and its ledger entry commit together.
 How a batch runs, and why:
 
 1. Shape checks are pure and need no database.
-2. Everything the batch needs is read up front in a few set-based queries (existing keys, holds,
-   reversal targets, then the accounts, locked ``FOR UPDATE`` on PostgreSQL in id order).
+2. Everything the batch needs is read up front in a few set-based queries through
+   ``db.rows_in`` (existing keys, holds, reversal targets, then the accounts, locked ``FOR
+   UPDATE`` on PostgreSQL in id order).
 3. Entries are applied in order to in-memory working copies of the accounts. For each entry the
    net change per account is computed and checked (status, currency, limits) before anything is
    changed, so a failing entry leaves no trace; a failing chain restores its snapshot.
@@ -19,22 +20,27 @@ How a batch runs, and why:
    one ``UPDATE ... FROM unnest(arrays)`` for the accounts, since a statement per row costs a
    server round of parse, plan and execute each (benchmarks/RESULTS.md has the figures).
 
+Two things keep the Python half short (benchmarks/RESULTS.md, "Ledger"): a one-leg posted entry
+takes ``_post_one_leg``, the general path's checks without its per-entry dictionary, and the
+cyclic garbage collector is held off while a batch does its own work (``_GcPause``).
+
 Checks here are domain outcomes (error codes); the asserts are for our own bugs.
 """
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lianjie.clock import to_us
-from lianjie.db import DriverSql
+from lianjie.db import DriverSql, rows_in
 from lianjie.errors import ErrorCode
-from lianjie.ledger import schema as s
 from lianjie.ledger.history import legs_from_postings
 from lianjie.ledger.model import (
     BATCH_ENTRIES_MAX,
@@ -54,7 +60,9 @@ from lianjie.ledger.model import (
 from lianjie.money import AMOUNT_MAX
 
 E = ErrorCode
-SQL_IN_CHUNK_MAX = 4000  # SQLite binds at most 32766 variables per statement
+# Values per statement of the batch's reads: SQLite binds one ``?`` per value (at most 32,766);
+# PostgreSQL takes one array, so the chunks are only for SQLite's limit.
+SQL_IN_CHUNK_MAX = 4000
 RACE_RETRY_COUNT_MAX = 3  # PostgreSQL: runs of a batch that lost a race for a key (see _create)
 ENTRY_KEY_CONSTRAINT = "uq_ledger_entries_key"
 ENTRY_REVERSES_CONSTRAINT = "uq_ledger_entries_reverses_id"
@@ -143,10 +151,54 @@ def _create(conn: Connection, now: datetime, entries: Sequence[Entry], *, system
     assert len(entries) <= BATCH_ENTRIES_MAX, "split batches before they reach the ledger"
     if not entries:
         return []
+    return _create_retrying(conn, now, entries, system)
+
+
+class _GcPause:
+    """Python's cyclic garbage collector held off while batches run, on any thread.
+
+    A batch allocates about ten container objects a transfer (rows, results, working copies)
+    and frees them all by reference counting when it returns; none forms a cycle. With the
+    collector on, those that outlive a few hundred allocations are promoted, and a batch of
+    8,190 promotes enough to set off a full collection of everything the process holds, about
+    once a batch: a quarter of the ledger's CPU (benchmarks/RESULTS.md). Paused, they die young
+    and are never traversed. A pause covers a batch's own work (bounded by
+    ``BATCH_ENTRIES_MAX``), never a wait for another transaction's row locks; it delays, never
+    skips, the collection of cycles other threads make meanwhile. Nested and concurrent
+    batches share one pause; the last to finish turns the collector back on, and only if it
+    was on when the first began."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._reenable = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._reenable = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._reenable:
+                gc.enable()
+
+
+_GC_PAUSE = _GcPause()  # one for the process: the collector is process-wide
+
+
+def _create_retrying(conn: Connection, now: datetime, entries: Sequence[Entry], system: bool
+                     ) -> list[EntryResult]:
     if conn.dialect.name != "postgresql":
         # SQLite has one writer at a time (BEGIN IMMEDIATE): no other transaction can insert
-        # one of our keys between our read of the keys and our insert.
-        return _create_once(conn, now, entries, system)
+        # one of our keys between our read of the keys and our insert. The lock is held
+        # already, so nothing in the batch waits: the collector's pause covers the reads too
+        # (fewer survivors promoted: 9 full collections in a 200,000 run instead of 14).
+        with _GC_PAUSE:
+            return _create_once(conn, now, entries, system)
     # PostgreSQL: another transaction (another process's committer) may insert the same key,
     # or reverse the same entry, after we read the keys and before our insert, which then
     # waits for it and fails on the unique index once it commits. Undo our attempt to a
@@ -184,7 +236,17 @@ def _create_once(conn: Connection, now: datetime, entries: Sequence[Entry], syst
                        for x in (leg.debit_account_id, leg.credit_account_id))
     accounts = _load_accounts(conn, account_ids)
     ids = _allocate_entry_ids(conn, sum(1 for error in shape if error is None))
-    batch = _Batch(to_us(now), accounts, holds, reversed_ids, reversal_legs, ids)
+    # The collector is held off from here, after the reads that may wait for row locks on
+    # PostgreSQL, so a pause lasts only as long as the batch's own work; its working state is
+    # freed inside it (only the results outlive _apply_and_write).
+    with _GC_PAUSE:
+        return _apply_and_write(conn, _Batch(to_us(now), accounts, holds, reversed_ids,
+                                             reversal_legs, ids), entries, shape, existing)
+
+
+def _apply_and_write(conn: Connection, batch: _Batch, entries: Sequence[Entry],
+                     shape: list[ErrorCode | None], existing: dict[str, tuple[int, bytes]]
+                     ) -> list[EntryResult]:
     results = _apply_all(batch, entries, shape, existing)
     _write(conn, batch)
     return results
@@ -230,85 +292,66 @@ def _check_shape(e: Entry, system: bool) -> ErrorCode | None:
 
 # -- 2. reads ------------------------------------------------------------------------------------
 
-def _chunks(values: Iterable[object]) -> Iterable[list[object]]:
-    items = list(values)
-    for i in range(0, len(items), SQL_IN_CHUNK_MAX):
-        yield items[i:i + SQL_IN_CHUNK_MAX]
+_LOAD_EXISTING = "SELECT key, id, fingerprint FROM ledger_entries WHERE key {in}"
+_LOAD_ACCOUNTS = ("SELECT id, currency, flags, status, debits_posted, credits_posted,"
+                  " debits_pending, credits_pending, posting_count FROM ledger_accounts"
+                  " WHERE id {in} ORDER BY id")
+_LOAD_HOLDS = ("SELECT entry_id, status, expires_at FROM ledger_holds WHERE entry_id {in}"
+               " ORDER BY entry_id")
+_LOAD_HOLD_LEGS = ("SELECT entry_id, debit_account_id, credit_account_id, amount"
+                   " FROM ledger_hold_legs WHERE entry_id {in} ORDER BY entry_id, leg_no")
+_LOAD_REVERSED = "SELECT reverses_id FROM ledger_entries WHERE reverses_id {in}"
+_LOAD_REVERSAL_POSTINGS = ("SELECT entry_id, leg_no, side, account_id, amount"
+                           " FROM ledger_postings WHERE entry_id {in}")
 
 
-def _where_in(conn: Connection, column: str, pg_type: str, chunk: list[object]
-              ) -> tuple[str, tuple[object, ...]]:
-    """``column IN chunk`` as driver SQL for the two reads every batch makes.
+def _ids(values: Iterable[object]) -> list[int]:
+    """The values that can be ids, ascending (anything else matches no row)."""
+    return sorted(v for v in values if isinstance(v, int) and not isinstance(v, bool))
 
-    SQLAlchemy's ``in_()`` renders one bind parameter per value on every call, which cost as
-    much as the query. PostgreSQL gets a single array parameter: one plan for any length.
-    """
-    if conn.dialect.name == "postgresql":
-        return f"{column} = ANY(%s::{pg_type}[])", (chunk,)
-    return f"{column} IN ({', '.join('?' * len(chunk))})", tuple(chunk)
+
+def _rows_in(conn: Connection, sql: str, values: Sequence[object], array_type: str,
+             *, lock: bool = False) -> list[Any]:
+    """``db.rows_in`` in chunks of ``SQL_IN_CHUNK_MAX``; ``lock``: ``FOR UPDATE`` on
+    PostgreSQL, taken chunk after chunk in the order of ``values`` (ids ascending)."""
+    if lock and conn.dialect.name == "postgresql":
+        sql += " FOR UPDATE"
+    return rows_in(conn, sql, (), values, array_type, chunk_max=SQL_IN_CHUNK_MAX)
 
 
 def _load_existing(conn: Connection, keys: set[str]) -> dict[str, tuple[int, bytes]]:
-    found: dict[str, tuple[int, bytes]] = {}
-    for chunk in _chunks(k for k in keys if isinstance(k, str)):
-        where, params = _where_in(conn, "key", "text", chunk)
-        rows = conn.exec_driver_sql(
-            f"SELECT key, id, fingerprint FROM ledger_entries WHERE {where}", params)
-        for key, entry_id, fp in rows:
-            found[key] = (entry_id, bytes(fp))
-    return found
+    rows = _rows_in(conn, _LOAD_EXISTING, [k for k in keys if isinstance(k, str)], "text")
+    return {key: (entry_id, bytes(fp)) for key, entry_id, fp in rows}
 
 
 def _load_accounts(conn: Connection, ids: set[int]) -> dict[int, _Acct]:
-    out: dict[int, _Acct] = {}
-    valid = sorted(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    for chunk in _chunks(valid):
-        where, params = _where_in(conn, "id", "bigint", chunk)
-        rows = conn.exec_driver_sql(
-            "SELECT id, currency, flags, status, debits_posted, credits_posted, debits_pending,"
-            f" credits_pending, posting_count FROM ledger_accounts WHERE {where}"
-            f" ORDER BY id{lock}", params)
-        for row in rows:
-            out[row[0]] = _Acct(row)
-    return out
+    return {row[0]: _Acct(row)
+            for row in _rows_in(conn, _LOAD_ACCOUNTS, _ids(ids), "bigint", lock=True)}
 
 
 def _load_holds(conn: Connection, ids: set[int]) -> dict[int, _Hold]:
-    out: dict[int, _Hold] = {}
-    h, hl = s.holds, s.hold_legs
-    for chunk in _chunks(ids):
-        query = select(h.c.entry_id, h.c.status, h.c.expires_at).where(h.c.entry_id.in_(chunk))
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        heads = {r[0]: (r[1], r[2]) for r in conn.execute(query)}
-        legs: dict[int, list[Leg]] = {k: [] for k in heads}
-        rows = conn.execute(select(hl.c.entry_id, hl.c.debit_account_id, hl.c.credit_account_id,
-                                   hl.c.amount).where(hl.c.entry_id.in_(list(heads)))
-                            .order_by(hl.c.entry_id, hl.c.leg_no))
-        for entry_id, debit, credit, amount in rows:
-            legs[entry_id].append(Leg(debit, credit, amount))
-        for hold_id, (status, expires) in heads.items():
-            expires_us = None if expires is None else to_us(expires)
-            out[hold_id] = _Hold(hold_id, status, expires_us, tuple(legs[hold_id]))
-    return out
+    heads = _rows_in(conn, _LOAD_HOLDS, _ids(ids), "bigint", lock=True)
+    if not heads:
+        return {}
+    legs: dict[int, list[Leg]] = {row[0]: [] for row in heads}
+    for entry_id, debit, credit, amount in _rows_in(conn, _LOAD_HOLD_LEGS, list(legs), "bigint"):
+        legs[entry_id].append(Leg(debit, credit, amount))
+    # Driver SQL: expires_at comes back as stored, microseconds since the epoch.
+    return {hold_id: _Hold(hold_id, status, expires_us, tuple(legs[hold_id]))
+            for hold_id, status, expires_us in heads}
 
 
 def _load_reversal_targets(conn: Connection, ids: set[int]
                            ) -> tuple[set[int], dict[int, tuple[Leg, ...]]]:
     """Which targets are already reversed, and each target's legs as posted."""
-    if not ids:
+    targets = _ids(ids)
+    if not targets:
         return set(), {}
-    e, p = s.entries, s.postings
-    reversed_ids: set[int] = set()
+    reversed_ids = {row[0] for row in _rows_in(conn, _LOAD_REVERSED, targets, "bigint")}
     postings: dict[int, list[tuple[int, int, int, int]]] = {}
-    for chunk in _chunks(ids):
-        reversed_ids.update(r[0] for r in conn.execute(
-            select(e.c.reverses_id).where(e.c.reverses_id.in_(chunk))))
-        rows = conn.execute(select(p.c.entry_id, p.c.leg_no, p.c.side, p.c.account_id,
-                                   p.c.amount).where(p.c.entry_id.in_(chunk)))
-        for entry_id, leg_no, side, account_id, amount in rows:
-            postings.setdefault(entry_id, []).append((leg_no, side, account_id, amount))
+    for entry_id, leg_no, side, account_id, amount in _rows_in(
+            conn, _LOAD_REVERSAL_POSTINGS, targets, "bigint"):
+        postings.setdefault(entry_id, []).append((leg_no, side, account_id, amount))
     return reversed_ids, {entry_id: legs_from_postings(found)
                           for entry_id, found in postings.items()}
 
@@ -341,9 +384,14 @@ def _apply_all(batch: _Batch, entries: Sequence[Entry], shape: list[ErrorCode | 
     # key -> (position in the batch, fingerprint, id) of the entries created so far
     seen: dict[str, tuple[int, bytes, int]] = {}
     i = 0
-    while i < len(entries):
+    n = len(entries)
+    while i < n:
+        if not entries[i].linked:  # a chain of one, most entries: no snapshot to keep
+            results[i] = _apply_one(batch, entries[i], i, shape[i], existing, seen)
+            i += 1
+            continue
         j = i
-        while entries[j].linked and j + 1 < len(entries):
+        while entries[j].linked and j + 1 < n:
             j += 1
         if entries[j].linked:  # the batch ended inside a chain
             for k in range(i, j + 1):
@@ -407,7 +455,11 @@ def _apply_effects(batch: _Batch, e: Entry, entry_id: int) -> ErrorCode | None:
             error = _check_reversal(batch, e)
             if error is not None:
                 return error
-        error = _apply_legs(batch, e.legs, entry_id, pending=False)
+        legs = e.legs
+        if len(legs) == 1:
+            error = _post_one_leg(batch, legs[0], entry_id)
+        else:
+            error = _apply_legs(batch, legs, entry_id, pending=False)
         if error is None and e.reverses_id is not None:
             # Only a reversal that applied uses up its target; a refused one leaves it free.
             batch.reversed_ids.add(e.reverses_id)
@@ -502,6 +554,44 @@ def _apply_legs(batch: _Batch, legs: tuple[Leg, ...], entry_id: int, *, pending:
             d.dirty = c.dirty = True
         return None
     _post_legs(batch, legs, entry_id)
+    return None
+
+
+def _post_one_leg(batch: _Batch, leg: Leg, entry_id: int) -> ErrorCode | None:
+    """``_apply_legs(batch, (leg,), entry_id, pending=False)``, the shape of most entries (a
+    payment, a transfer), without its per-entry dictionary and loops: the same checks in the
+    same order, the same postings. tests/test_ledger_lean.py checks the two agree."""
+    accts = batch.accts
+    d = accts.get(leg.debit_account_id)
+    c = accts.get(leg.credit_account_id)
+    if (d is None or c is None or d.currency != c.currency or d.status != _OPEN
+            or c.status != _OPEN):
+        return _account_error(batch, (leg,))  # names what refuses it
+    assert d is not c, "the shape check refuses a leg from an account to itself"
+    amount = leg.amount
+    dp = d.dp + amount
+    if dp + d.dpend > COUNTER_MAX or d.cp + d.cpend > COUNTER_MAX:
+        return _overflow_error(dp, d.cp, d.dpend, d.cpend)
+    if d.flags:
+        error = _limit_error(d, dp, d.cp, d.dpend, d.cpend)
+        if error is not None:
+            return error
+    cp = c.cp + amount
+    if c.dp + c.dpend > COUNTER_MAX or cp + c.cpend > COUNTER_MAX:
+        return _overflow_error(c.dp, cp, c.dpend, c.cpend)
+    if c.flags:
+        error = _limit_error(c, c.dp, cp, c.dpend, c.cpend)
+        if error is not None:
+            return error
+    now_us = batch.now_us
+    d.dp = dp
+    d.seq = d_seq = d.seq + 1
+    d.dirty = True
+    c.cp = cp
+    c.seq = c_seq = c.seq + 1
+    c.dirty = True
+    batch.postings += ((entry_id, 0, 0, d.id, d_seq, -amount, d.cp - dp, now_us),
+                       (entry_id, 0, 1, c.id, c_seq, amount, cp - c.dp, now_us))
     return None
 
 
