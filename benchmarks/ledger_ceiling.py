@@ -8,8 +8,9 @@ work, and the variants show what each index or write method costs:
 
 - sqlite ``full``: the schema as migrated, ``synchronous=FULL`` in WAL (what the ledger runs);
   ``no-key-index`` / ``no-account-index`` / ``no-reverses-index``: without that index;
-  ``no-secondary-indexes``: without all three; ``foreign-keys-off``; ``page-4k``: 4 KiB
-  pages instead of the 16 KiB new databases get; ``checkpoint-4k`` / ``checkpoint-16k``: a
+  ``no-secondary-indexes``: without all three; ``foreign-keys-off``; ``page-4k`` /
+  ``page-16k``: 4 KiB / 16 KiB pages, whichever new databases do not get (they get 4 KiB);
+  ``checkpoint-4k`` / ``checkpoint-16k``: a
   WAL checkpoint every 4,000 / 16,000 pages instead of 1,000; ``postings-by-account``: each
   batch's postings sorted into the account index's order before the insert (the sort timed
   with it); ``before-0012``: the
@@ -46,10 +47,11 @@ from typing import Any
 from lianjie.db import SQLITE_PAGE_SIZE, make_engine, migrate
 
 SQLITE_VARIANTS = ("full", "no-key-index", "no-account-index", "no-reverses-index",
-                   "no-secondary-indexes", "foreign-keys-off", "page-4k", "checkpoint-4k",
-                   "checkpoint-16k", "postings-by-account", "before-0012", "accounts-rowid",
-                   "history-clustered", "sync-off")
+                   "no-secondary-indexes", "foreign-keys-off", "page-4k", "page-16k",
+                   "checkpoint-4k", "checkpoint-16k", "postings-by-account", "before-0012",
+                   "accounts-rowid", "history-clustered", "sync-off")
 PG_VARIANTS = ("executemany", "unnest", "copy")
+_PAGE_VARIANTS = {"page-4k": 4096, "page-16k": 16_384}
 POSTGRES_URL_ENV = "LIANJIE_BENCH_POSTGRES_URL"
 POSTGRES_URL_DEFAULT = "postgresql://lianjie@127.0.0.1:54329/lianjie"
 POSTGRES_DB = "lianjie_bench_ceiling"
@@ -143,9 +145,10 @@ def _chunks(values: list[Any]) -> Iterator[list[Any]]:
 def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="lianjie-ceiling-") as tmp:
         path = os.path.join(tmp, "ledger.sqlite3")
-        if name == "page-4k":  # the page size is fixed when the file is first written
+        page_size = _PAGE_VARIANTS.get(name, SQLITE_PAGE_SIZE)
+        if name in _PAGE_VARIANTS:  # the page size is fixed when the file is first written
             first = sqlite3.connect(path)
-            first.execute("PRAGMA page_size=4096")
+            first.execute(f"PRAGMA page_size={page_size}")
             first.execute("PRAGMA journal_mode=WAL")
             first.close()
         engine = make_engine(f"sqlite:///{path}")
@@ -159,7 +162,6 @@ def _sqlite_variant(name: str, transfers: int, accounts: int) -> tuple[int, dict
             db.execute(f"PRAGMA {pragma}")
         if name.startswith("checkpoint-"):
             db.execute(f"PRAGMA wal_autocheckpoint={int(name[11:-1]) * 1000}")
-        page_size = 4096 if name == "page-4k" else SQLITE_PAGE_SIZE
         assert db.execute("PRAGMA page_size").fetchone()[0] == page_size
         _sqlite_drop_indexes(db, name)
         db.executemany(f"INSERT INTO ledger_accounts VALUES ({', '.join('?' * 12)})",

@@ -13,9 +13,20 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 RANDOM_LENGTH = 20  # 62^20 ~ 2^119: no collisions in practice
 
 
+_RANDOM_SPACE = len(_ALPHABET) ** RANDOM_LENGTH
+
+
 def new_id(prefix: str) -> str:
+    """``prefix_`` and ``RANDOM_LENGTH`` characters of ``_ALPHABET``, uniform over all of them:
+    one draw from the system's generator, written in base 62 (a draw per character read the
+    system's generator 20 times, a few per cent of a payment's CPU)."""
     assert prefix.isalpha() and prefix.islower(), prefix
-    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(RANDOM_LENGTH))
+    value = secrets.randbelow(_RANDOM_SPACE)
+    digits = []
+    for _ in range(RANDOM_LENGTH):
+        value, digit = divmod(value, 62)
+        digits.append(_ALPHABET[digit])
+    return prefix + "_" + "".join(digits)
 
 
 def secret_token(nbytes: int = 24) -> str:
