@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -88,6 +88,12 @@ def _build(engine: Engine) -> World:
                 description="d", expires_in_s=60 if i in (3, 9) else 3600)
             w.name(f"ord#{i}", order.id)
         pay.do_close_order(conn, now, w.ids["ord#5"])
+        # an order in another currency than the rest (a platform that changed its currency
+        # with orders still open): a run must not pay it from the others' accounts
+        pay.do_top_up(conn, now, w.ids["cus#1"], bank, 20_000, "USD")
+        w.name("ord#usd", pay.do_create_order(
+            conn, now, replace(CFG, currency="USD"), w.ids["mch#0"], out_trade_no="u",
+            amount=1_500, currency_code="USD", description="d").id)
         frozen = pay.do_onboard_merchant(conn, now, CFG, "Frozen", sp_id=sp,
                                          business_type="street_food")
         pay.do_decide_kyc(conn, now, frozen.id, True)
@@ -113,6 +119,8 @@ def _requests(seed: int, w: World) -> list[pay.PayRequest]:
         coupon = "cpn_none" if rng.random() < 0.05 else None
         out.append(pay.PayRequest(order, payer, device_id=rng.choice([None, "dev-1"]),
                                   client_ip="10.0.0.1", coupon_id=coupon))
+    for at, payer in ((3, "cus#0"), (4, "cus#1"), (41, "cus#1")):  # among CNY orders
+        out.insert(at, pay.PayRequest("ord#usd", payer, client_ip="10.0.0.1"))
     return out
 
 
@@ -210,3 +218,30 @@ def test_do_pay_many_equals_do_pay_order_one_by_one(fresh: Callable[[], Engine],
             ErrorCode.ORDER_CLOSED, ErrorCode.RISK_DECLINED, ErrorCode.RISK_REVIEW_PENDING,
             ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.ACCOUNT_FROZEN, ErrorCode.PARTY_NOT_FOUND,
             ErrorCode.ORDER_NOT_FOUND, ErrorCode.MERCHANT_FROZEN} <= codes, codes
+
+
+def test_a_batch_that_fails_unexpectedly_leaves_no_savepoint_open(
+        fresh: Callable[[], Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug inside a batch (here writing the paid orders) propagates for the batcher to run
+    the requests one by one, with the batch's savepoint rolled back: none is left open on the
+    connection for later units of the group, and nothing of the batch is kept."""
+    from lianjie.payments import orders as orders_module
+
+    w = _build(fresh())
+
+    def bad_row(*_args: object) -> None:
+        raise AssertionError("a bad row")
+
+    monkeypatch.setattr(orders_module, "_record_paid", bad_row)
+    requests = [_resolved(w, pay.PayRequest(o, "cus#0")) for o in ("ord#0", "ord#1")]
+
+    def unit(c: Connection) -> None:
+        with pytest.raises(AssertionError, match="a bad row"):
+            pay.do_pay_many(c, w.clock.now(), requests)
+        assert not c.in_nested_transaction()
+
+    run_now(w.engine, unit)
+    with w.engine.connect() as c:
+        statuses = c.execute(select(orders.c.status).where(
+            orders.c.id.in_([r.order_id for r in requests]))).scalars().all()
+    assert statuses == ["open", "open"]

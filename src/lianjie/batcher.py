@@ -46,7 +46,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import Connection
 
 from lianjie.clock import Clock
-from lianjie.committer import Committer, Waiter, run_isolated, settle
+from lianjie.committer import Committer, CommitterStopped, Waiter, run_isolated, settle
 from lianjie.errors import DomainError
 
 Req = TypeVar("Req")  # a request
@@ -185,12 +185,19 @@ class Batcher(Generic[Req, Res]):
 
         def unit(conn: Connection) -> list[Any]:
             if not taken:  # a group the committer retries runs this unit again: same batch
+                stranded: list[_Pending] = []
                 with self._lock:
                     taken.append(self._take())
                     if self._pending:
-                        self._schedule()  # the rest go in the next unit
+                        try:
+                            self._schedule()  # the rest go in the next unit
+                        except CommitterStopped as exc:  # no unit will run the rest
+                            stranded, self._pending = self._pending, []
+                            stopped = exc
                     else:
                         self._scheduled = False
+                if stranded:  # their callers are told now; this batch still runs
+                    _resolve([(fut, False, stopped) for _, fut, _tag in stranded])
             started = time.thread_time()
             try:
                 return self._run(conn, taken[0])

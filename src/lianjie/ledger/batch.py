@@ -163,8 +163,12 @@ class _GcPause:
     8,190 promotes enough to set off a full collection of everything the process holds, about
     once a batch: a quarter of the ledger's CPU (benchmarks/RESULTS.md). Paused, they die young
     and are never traversed. A pause covers a batch's own work (bounded by
-    ``BATCH_ENTRIES_MAX``), never a wait for another transaction's row locks; it delays, never
-    skips, the collection of cycles other threads make meanwhile. Nested and concurrent
+    ``BATCH_ENTRIES_MAX``) and its writes, not its reads: on PostgreSQL the reads are where it
+    waits for other transactions' row locks, but an insert may still wait in the pause for
+    another session that inserted the same key and has not committed (the race
+    ``_create_retrying`` handles), and batches on several threads may overlap so that the
+    collector stays off until the last ends. It delays, never skips, the collection of cycles
+    other threads make meanwhile. Nested and concurrent
     batches share one pause; the last to finish turns the collector back on, and only if it
     was on when the first began."""
 
@@ -237,8 +241,9 @@ def _create_once(conn: Connection, now: datetime, entries: Sequence[Entry], syst
     accounts = _load_accounts(conn, account_ids)
     ids = _allocate_entry_ids(conn, sum(1 for error in shape if error is None))
     # The collector is held off from here, after the reads that may wait for row locks on
-    # PostgreSQL, so a pause lasts only as long as the batch's own work; its working state is
-    # freed inside it (only the results outlive _apply_and_write).
+    # PostgreSQL (an insert can still wait on another session's uncommitted same key: see
+    # _GcPause); the batch's working state is freed inside it (only the results outlive
+    # _apply_and_write).
     with _GC_PAUSE:
         return _apply_and_write(conn, _Batch(to_us(now), accounts, holds, reversed_ids,
                                              reversal_legs, ids), entries, shape, existing)

@@ -379,14 +379,19 @@ def do_pay_many(conn: Connection, now: datetime, requests: Sequence[PayRequest]
     alone: a payer who can afford one of two orders pays the first), and writes the order
     updates and outbox rows with one ``executemany`` each. A second request for an order
     already in the run starts the next run, so it sees the first's outcome. A request with a
-    coupon, or one needing an account opened, is paid by ``do_pay_order`` itself in its place.
+    coupon, one needing an account opened, or one in another currency than the run's first is
+    paid by ``do_pay_order`` itself in its place.
     """
     assert 0 < len(requests) <= PAYS_PER_BATCH_MAX
     # A batch that refuses every request changes nothing, as a refused unit changes nothing:
     # rolled back, it leaves no trace of shared work (the risk engine's state row, made on its
     # first use in a database). A risk decline's log row is kept: the refusal records it.
     savepoint = conn.begin_nested()
-    outcomes = _pay_requests(conn, now, requests)
+    try:
+        outcomes = _pay_requests(conn, now, requests)
+    except BaseException:
+        savepoint.rollback()
+        raise
     if any(isinstance(o, Order) or getattr(o, "record", None) is not None for o in outcomes):
         savepoint.commit()
     else:
@@ -448,7 +453,8 @@ def _pay_run(conn: Connection, now: datetime, run: list[PayRequest]
 def _prepare(conn: Connection, now: datetime, run: list[PayRequest]
              ) -> list[_Ready | DomainError | object]:
     """Per request: what ``do_pay_order`` checks before the risk decision, for the whole run
-    in a few reads. ``_ALONE`` for a request needing an account opened."""
+    in a few reads. ``_ALONE`` for a request needing an account opened, or whose order is in
+    another currency than the run's first."""
     lock = " ORDER BY id FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     found = {o.id: o for o in map(_order_of, rows_in(
         conn, _ORDERS_IN_SQL + lock, (), sorted({r.order_id for r in run})))}
@@ -461,16 +467,21 @@ def _prepare(conn: Connection, now: datetime, run: list[PayRequest]
             prepared.append(_check_request(conn, now, req, found.get(req.order_id), parties))
         except DomainError as exc:
             prepared.append(exc)
+    # The run's accounts are found in one currency, the first order's (orders are all in the
+    # platform's one today); an order in another is paid by ``do_pay_order`` in its place.
     ready = [item for item in prepared if isinstance(item, _Ready)]
-    pairs = list(dict.fromkeys(pair for item in ready for pair in item.wanted))
+    run_currency = ready[0].order.currency if ready else ""
+    pairs = list(dict.fromkeys(pair for item in ready if item.order.currency == run_currency
+                               for pair in item.wanted))
     accounts: dict[tuple[str, str], int] = {}
     for i in range(0, len(pairs), _ACCOUNTS_PER_FIND):
         accounts.update((k, a.id) for k, a in ledger.find_accounts(
-            conn, pairs[i:i + _ACCOUNTS_PER_FIND], ready[0].order.currency).items())
+            conn, pairs[i:i + _ACCOUNTS_PER_FIND], run_currency).items())
     for k, item in enumerate(prepared):
         if not isinstance(item, _Ready):
             continue
-        if any(pair not in accounts for pair in item.wanted):
+        if item.order.currency != run_currency or any(pair not in accounts
+                                                      for pair in item.wanted):
             prepared[k] = _ALONE
         else:
             item.account_ids = [accounts[pair] for pair in item.wanted]
