@@ -305,3 +305,34 @@ def test_a_committer_stopped_before_it_started_refuses_units(engine: Engine,
     with pytest.raises(CommitterStopped):
         idle.submit(open_wallet(clock.now(), "cus_1"))
     assert owners(engine) == set()
+
+
+def test_a_sqlite_files_checkpoints_run_beside_the_writer(engine: Engine,
+                                                          clock: ManualClock) -> None:
+    """On a SQLite file the committer's checkpointer copies committed groups back into the
+    database file on its own thread, and the writer's connection no longer checkpoints at
+    SQLite's default 1,000 pages; stopping the committer ends the thread."""
+    import time
+
+    from lianjie.committer import WRITER_AUTOCHECKPOINT_PAGES
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL has no WAL checkpoints to run")
+    committer = Committer(engine)
+    committer.start()
+    checkpointer = committer.checkpointer
+    assert checkpointer is not None
+    for i in range(20):
+        committer.run(open_wallet(clock.now(), f"cus_ckpt{i}"))
+    deadline = time.monotonic() + WAIT_S
+    while checkpointer.runs == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.runs >= 1
+
+    def writer_setting(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+    assert committer.run(writer_setting) == WRITER_AUTOCHECKPOINT_PAGES
+    committer.stop()
+    assert not checkpointer.running()
+    assert len({o for o in owners(engine) if o.startswith("cus_ckpt")}) == 20

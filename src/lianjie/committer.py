@@ -16,6 +16,14 @@ When several processes share one SQLite file (``lianjie serve --workers N``), th
 also take turns on a lock file beside the database before ``BEGIN IMMEDIATE``: a blocked writer
 then wakes as soon as the other commits, where SQLite's own busy handler would poll with sleeps
 of up to 100 ms. The lock only orders writers; ``BEGIN IMMEDIATE`` still guards correctness.
+
+On a SQLite file the committer also runs the WAL checkpoints on a thread of its own
+(``Checkpointer``): SQLite otherwise checkpoints inside the COMMIT that passes
+``wal_autocheckpoint`` pages, on the writer thread, so every few groups one waited for the
+copy back into the database file. The checkpointer copies what the groups committed (a PASSIVE
+checkpoint never blocks a writer) after each group, at most every ``CHECKPOINT_INTERVAL_S``,
+in SQLite's C code without the GIL, so on a second core. The writer's connections keep a
+distant ``wal_autocheckpoint`` as a safety net should the thread fall behind.
 On PostgreSQL several processes may each run a committer; units take row locks
 (``SELECT ... FOR UPDATE``) on what they change, and a group that hits a serialization failure
 or deadlock is retried unit by unit, at most ``retry_count_max`` times.
@@ -28,7 +36,9 @@ import fcntl
 import logging
 import os
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -59,6 +69,52 @@ class _Job:
     future: Waiter = field(default_factory=Future)
 
 
+CHECKPOINT_INTERVAL_S = 0.02  # the checkpointer runs at most this often
+WRITER_AUTOCHECKPOINT_PAGES = 20_000  # the writer's own checkpoint, should the thread fall behind
+
+
+class Checkpointer:
+    """WAL checkpoints of one SQLite file on a thread of their own (see the module docstring).
+    ``poke`` after a commit; ``stop`` ends the thread."""
+
+    def __init__(self, path: str, name: str = "lianjie-checkpoint") -> None:
+        self.path = path
+        self.runs = 0  # checkpoints run, for tests and benchmarks
+        self._wanted = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wanted.set()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopped = True
+        self._wanted.set()
+        self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=1000")
+            while True:
+                self._wanted.wait()
+                if self._stopped:
+                    return
+                self._wanted.clear()
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.runs += 1
+                except sqlite3.Error:  # another process checkpoints: the next poke retries
+                    log.debug("checkpoint skipped", exc_info=True)
+                time.sleep(CHECKPOINT_INTERVAL_S)
+        finally:
+            db.close()
+
+
 class CommitterStopped(StorageError):
     """The committer was stopped: it takes no more units."""
 
@@ -81,14 +137,21 @@ class Committer:
         self.units_committed = 0
         self._turn_path = _sqlite_turn_path(engine)
         self._turn_fd: int | None = None  # opened by the writer thread on first use
+        self.checkpointer: Checkpointer | None = None  # a SQLite file's, once started
 
     def start(self) -> None:
         with self._start_lock:
             if self._stopped:
                 raise CommitterStopped("a stopped committer does not start again")
             if not self._started:
-                self._started = True
-                self._thread.start()
+                self._start_writer()
+
+    def _start_writer(self) -> None:
+        """(under ``_start_lock``) Start the writer thread, and a SQLite file's checkpointer."""
+        self._started = True
+        if self._turn_path is not None:
+            self.checkpointer = Checkpointer(str(self.engine.url.database))
+        self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Commit what is queued, then stop; later ``submit`` calls raise ``CommitterStopped``.
@@ -113,6 +176,8 @@ class Committer:
             if self._turn_fd is not None:
                 os.close(self._turn_fd)
                 self._turn_fd = None
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
 
     def submit(self, unit: Callable[[Connection], T]) -> Future[T]:
         """Queue a unit of work; the future resolves after its group is durable.
@@ -135,8 +200,7 @@ class Committer:
             if self._stopped:
                 raise CommitterStopped("the committer has stopped; it takes no more units")
             if not self._started:
-                self._started = True
-                self._thread.start()
+                self._start_writer()
             self._queue.put(job)
 
     def run(self, unit: Callable[[Connection], T]) -> T:
@@ -186,6 +250,8 @@ class Committer:
                 return
             self.groups_committed += 1
             self.units_committed += sum(ok for ok, _ in outcomes)
+            if self.checkpointer is not None:
+                self.checkpointer.poke()
             settle([(job.future, ok, value) for job, (ok, value) in zip(jobs, outcomes,
                                                                          strict=True)])
             return
@@ -207,6 +273,9 @@ class Committer:
     def _try_group(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         with self._turn(), self.engine.connect() as conn:
+            if self.checkpointer is not None:  # checkpoints are the checkpointer's
+                conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 for job in jobs:
