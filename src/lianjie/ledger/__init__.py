@@ -5,6 +5,7 @@ entries; no context updates a balance any other way. The ledger imports no other
 """
 
 from lianjie.ledger.accounts import (
+    FIND_ACCOUNTS_MAX,
     accounts_of,
     find_account,
     find_accounts,
@@ -14,7 +15,7 @@ from lianjie.ledger.accounts import (
     require_account,
     set_account_status,
 )
-from lianjie.ledger.api import expire_holds, post, reverse, transfer
+from lianjie.ledger.api import expire_holds, post, refusal, reverse, transfer
 from lianjie.ledger.batch import create_entries
 from lianjie.ledger.history import (
     account_postings,
@@ -42,6 +43,7 @@ from lianjie.ledger.model import (
 
 __all__ = [
     "BATCH_ENTRIES_MAX",
+    "FIND_ACCOUNTS_MAX",
     "Account",
     "AccountFlags",
     "AccountStatus",
@@ -70,6 +72,7 @@ __all__ = [
     "get_hold",
     "open_account",
     "post",
+    "refusal",
     "require_account",
     "reverse",
     "set_account_status",

@@ -30,12 +30,17 @@ _MESSAGES = {
 }
 
 
+def refusal(code: ErrorCode) -> DomainError:
+    """An entry's error code as the ``DomainError`` ``post`` raises for it (for callers that
+    post many entries with ``create_entries`` and answer each as if posted alone)."""
+    return DomainError(code, _MESSAGES.get(code, code.value.replace("_", " ")))
+
+
 def post(conn: Connection, now: datetime, entry: Entry) -> EntryResult:
     """Apply one entry; raise its error as a ``DomainError``."""
     (result,) = create_entries(conn, now, [entry])
     if result.error is not None:
-        code = result.error
-        raise DomainError(code, _MESSAGES.get(code, code.value.replace("_", " ")))
+        raise refusal(result.error)
     return result
 
 

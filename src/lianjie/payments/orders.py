@@ -326,16 +326,7 @@ def _payment_event(paid: Order) -> tuple[str, str, dict[str, object]]:
 # -- many payments in one unit of work (the HTTP pay route's batcher) --------------------------
 
 PAYS_PER_BATCH_MAX = 512  # well under the ledger's BATCH_ENTRIES_MAX: one entry a payment
-_ACCOUNTS_PER_FIND = 16  # ledger.find_accounts takes at most this many pairs a call
 _ORDERS_IN_SQL = f"SELECT {_COLUMNS} FROM payment_orders WHERE id {{in}}"
-# The ledger's refusals as ``ledger.post`` words them, so a payment refused in a batch reads
-# exactly as one refused alone.
-_LEDGER_MESSAGES = {
-    ErrorCode.INSUFFICIENT_FUNDS: "insufficient funds",
-    ErrorCode.ACCOUNT_FROZEN: "the account is frozen",
-    ErrorCode.ACCOUNT_CLOSED: "the account is closed",
-    ErrorCode.EXISTS_WITH_DIFFERENT_FIELDS: "an entry with this key exists with other content",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,9 +465,9 @@ def _prepare(conn: Connection, now: datetime, run: list[PayRequest]
     pairs = list(dict.fromkeys(pair for item in ready if item.order.currency == run_currency
                                for pair in item.wanted))
     accounts: dict[tuple[str, str], int] = {}
-    for i in range(0, len(pairs), _ACCOUNTS_PER_FIND):
+    for i in range(0, len(pairs), ledger.FIND_ACCOUNTS_MAX):
         accounts.update((k, a.id) for k, a in ledger.find_accounts(
-            conn, pairs[i:i + _ACCOUNTS_PER_FIND], run_currency).items())
+            conn, pairs[i:i + ledger.FIND_ACCOUNTS_MAX], run_currency).items())
     for k, item in enumerate(prepared):
         if not isinstance(item, _Ready):
             continue
@@ -518,9 +509,8 @@ def _pay_ready(conn: Connection, now: datetime, run: list[PayRequest],
                ) -> None:
     """Decide, post and record the requests that passed their checks."""
     screening = risk.Batch(conn, now)
-    decided: list[tuple[int, _Ready, risk.Decision, int, int]] = []  # and its log rows' span
+    decided: list[tuple[int, _Ready, risk.Decision]] = []
     for i, item in ready:
-        start = len(screening.rows)
         try:
             decision = screening.decide(_risk_event(item.order, item.payer, item.merchant,
                                                     run[i].device_id, run[i].client_ip))
@@ -528,25 +518,21 @@ def _pay_ready(conn: Connection, now: datetime, run: list[PayRequest],
             declined.record(conn)  # logged in its place among the batch's decisions
             outcomes[i] = declined
             continue
-        decided.append((i, item, decision, start, len(screening.rows)))
+        decided.append((i, item, decision))
     entries = [_payment_entry(item.order, _legs(item.order, item.account_ids, item.fee,
                                                 item.commission), decision)
-               for _, item, decision, _, _ in decided]
+               for _, item, decision in decided]
     results = ledger.create_entries(conn, now, entries) if entries else []
-    refused_rows: set[int] = set()
     paid: list[tuple[int, Order, risk.Decision]] = []
-    for (i, item, decision, start, end), result in zip(decided, results, strict=True):
+    for (i, item, decision), result in zip(decided, results, strict=True):
         if result.error is not None:  # as a unit rolled back: its decision is not logged
-            outcomes[i] = DomainError(result.error, _LEDGER_MESSAGES.get(
-                result.error, result.error.value.replace("_", " ")))
-            refused_rows.update(range(start, end))
+            outcomes[i] = ledger.refusal(result.error)  # worded as ledger.post words it
+            screening.withdraw(decision)
             continue
         order = _paid(item.order, now, run[i].payer_id, result.entry_id, item.fee,
                       item.commission, decision)
         outcomes[i] = order
         paid.append((i, order, decision))
-    if refused_rows:
-        screening.rows = [row for k, row in enumerate(screening.rows) if k not in refused_rows]
     screening.flush()
     _record_paid(conn, now, run, paid)
 

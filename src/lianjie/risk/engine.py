@@ -415,13 +415,17 @@ class Batch:
     same. ``decide`` raises ``RiskDeclined`` on block as usual; its ``record``, called on this
     connection before ``flush``, queues the row in its place among the others (afterwards, or
     on another connection, it writes it at once). Call ``flush`` before the unit commits: a
-    row not flushed is not logged, and its event stays counted in this process only."""
+    row not flushed is not logged, and its event stays counted in this process only.
+    ``withdraw`` takes back the row of a decision whose own work was then refused (a payment
+    the ledger turned down), as a unit rolled back to its savepoint logs nothing."""
 
     def __init__(self, conn: Connection, now: datetime) -> None:
         self.conn, self.now = conn, now
         self.st = refresh(conn, now)
         self.rows: list[tuple[Any, ...]] = []
         self.flushed = False
+        self._withdrawn: set[int] = set()  # positions in ``rows``
+        self._position: dict[str, int] = {}  # a decision's id -> its row's position
 
     def decide(self, event: Event, *, reviewable: bool = True) -> Decision:
         assert not self.flushed, "a flushed batch decides no more"
@@ -430,8 +434,17 @@ class Batch:
         decision, row = _decide(self.st, self.now, event, reviewable)
         if decision.outcome == "block":
             raise RiskDeclined(decision, lambda c: self._record_block(c, row))
+        self._position[decision.id] = len(self.rows)
         self.rows.append(row)
         return decision
+
+    def withdraw(self, decision: Decision) -> None:
+        """Do not log ``decision`` (its event stays counted in this process, as a rolled-back
+        unit's does)."""
+        assert not self.flushed, "a flushed row is logged"
+        position = self._position.pop(decision.id, None)  # None: unlogged, the engine is off
+        if position is not None:
+            self._withdrawn.add(position)
 
     def _record_block(self, conn: Connection, row: tuple[Any, ...]) -> None:
         if conn is self.conn and not self.flushed:
@@ -442,9 +455,11 @@ class Batch:
     def flush(self) -> None:
         """Write the queued log rows (one ``executemany``) and remember their seqs."""
         self.flushed = True
-        if self.rows:
-            _record_many(self.conn, self.rows, self.st)
-            self.rows = []
+        rows = [row for k, row in enumerate(self.rows) if k not in self._withdrawn] \
+            if self._withdrawn else self.rows
+        if rows:
+            _record_many(self.conn, rows, self.st)
+        self.rows = []
 
 
 def decide_many(conn: Connection, now: datetime, events: list[Event], *,
