@@ -87,15 +87,7 @@ class DriverSql:
 
     def run(self, conn: Connection, params: tuple[Any, ...] | list[Any]) -> Any:
         """Execute; returns the driver's cursor (``fetchone``, ``fetchall``, ``rowcount``)."""
-        sql = self.text(conn)
-        if not conn.in_transaction():
-            conn.begin()  # what SQLAlchemy's autobegin does for its own statements
-        driver = conn.connection.driver_connection
-        try:
-            return driver.execute(sql, params)  # type: ignore[union-attr]
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) \
-                from exc
+        return _driver_execute(conn, self.text(conn), params)
 
     def many(self, conn: Connection, rows: list[tuple[Any, ...]]) -> int:
         """``executemany``: SQLite loops in C; psycopg pipelines the rows. Returns the rows
@@ -113,6 +105,17 @@ class DriverSql:
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, rows, exc, conn.dialect.loaded_dbapi.Error) \
                 from exc
+
+
+def _driver_execute(conn: Connection, sql: str, params: tuple[Any, ...] | list[Any]) -> Any:
+    """``sql`` on the connection's DBAPI connection, in its transaction (begun as SQLAlchemy's
+    autobegin would), with driver errors raised as SQLAlchemy's; the driver's cursor."""
+    if not conn.in_transaction():
+        conn.begin()
+    try:
+        return conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) from exc
 
 
 SQL_IN_CHUNK_MAX = 1000
@@ -134,10 +137,6 @@ def rows_in(conn: Connection, sql: str, params: tuple[object, ...], values: Sequ
     assert 0 < chunk_max <= SQLITE_VARIABLES_MAX - len(params)
     pg = conn.dialect.name == "postgresql"
     sql = sql.replace("?", "%s") if pg else sql
-    if not conn.in_transaction():
-        conn.begin()  # what SQLAlchemy's autobegin does for its own statements
-    driver = conn.connection.driver_connection
-    dbapi_error = conn.dialect.loaded_dbapi.Error
     rows: list[Any] = []
     for i in range(0, len(values), chunk_max):
         chunk = list(values[i:i + chunk_max])
@@ -147,10 +146,7 @@ def rows_in(conn: Connection, sql: str, params: tuple[object, ...], values: Sequ
         else:
             statement = sql.format(**{"in": f"IN ({', '.join('?' * len(chunk))})"})
             args = (*params, *chunk)
-        try:
-            rows += driver.execute(statement, args).fetchall()  # type: ignore[union-attr]
-        except dbapi_error as exc:
-            raise DBAPIError.instance(statement, args, exc, dbapi_error) from exc
+        rows += _driver_execute(conn, statement, args).fetchall()
     return rows
 
 
