@@ -273,9 +273,12 @@ class Committer:
     def _try_group(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         with self._turn(), self.engine.connect() as conn:
-            if self.checkpointer is not None:  # checkpoints are the checkpointer's
-                conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            raw = conn.connection
+            if self.checkpointer is not None and not raw.info.get("checkpoints_elsewhere"):
+                # checkpoints are the checkpointer's (once per pooled connection)
+                raw.driver_connection.execute(  # type: ignore[union-attr]
                     f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+                raw.info["checkpoints_elsewhere"] = True
             conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 for job in jobs:
