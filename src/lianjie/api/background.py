@@ -7,7 +7,8 @@
   back to the funder), and refresh marketing segments once a day.
 
 Every job is a unit of work through the committer, so it shares durable group commits with
-requests. A failing job is logged and retried on the next tick; it never stops the others.
+requests; a tick queues them all at once, in order, so they usually share one. A failing job is
+logged and retried on the next tick; it never stops the others.
 """
 
 from __future__ import annotations
@@ -70,9 +71,17 @@ class Background:
         if purge:
             jobs.append(("purge idempotency keys",
                          lambda c: idempotency.do_purge(c, rt.clock.now())))
+        # All queued at once, so that they share one group commit (in this order) instead of
+        # costing the writer a transaction each, every tick.
+        queued = []
         for name, unit in jobs:
             try:
-                rt.committer.run(unit)
+                queued.append((name, rt.committer.submit(unit)))
+            except LianjieError as exc:  # the committer has stopped
+                log.error("background job %s failed: %s", name, exc)
+        for name, future in queued:
+            try:
+                future.result()
             except (LianjieError, AssertionError, OSError) as exc:
                 log.error("background job %s failed: %s", name, exc)
         try:
