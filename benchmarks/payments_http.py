@@ -18,7 +18,12 @@ and its latency is from sending the first request to reading the second response
    for review at these rates (0 keeps them new);
 3. runs the load from a separate process: ``--concurrency`` clients, each a keep-alive HTTP/1.1
    connection doing one payment after another (so that many payments are in flight at any time),
-   a warm-up, then ``--duration`` seconds that are measured. The client is a few dozen lines of
+   a warm-up, then ``--duration`` seconds that are measured. With ``--rate R`` the load is an
+   open loop instead, as traffic from many tills is: a payment falls due every 1/R seconds and
+   the next free connection (of ``--concurrency``) makes it; its latency runs from when it fell
+   due, so a payment that waited for a connection counts its wait. A closed loop measures the
+   most the server can do (and latency at that saturation, which is queueing); an open loop at
+   the target rate measures the latency a given traffic sees. The client is a few dozen lines of
    raw asyncio on uvloop, not an HTTP library, so that on a two-core machine it takes as little
    CPU from the server as it can; the CPU it did take is measured and reported, as is the
    server's;
@@ -41,6 +46,7 @@ Durability is the server's normal one (SQLite WAL with ``synchronous=FULL``; Pos
 The headline figures are printed as one JSON object on the last line, for scripts to collect.
 
     .venv/bin/python benchmarks/payments_http.py --database sqlite
+    .venv/bin/python benchmarks/payments_http.py --database sqlite --rate 1500 --concurrency 128
     .venv/bin/python benchmarks/payments_http.py --database postgresql --concurrency 64
     .venv/bin/python benchmarks/payments_http.py --workers 2 --concurrency 8 --duration 20
 """
@@ -342,6 +348,9 @@ async def build_world(port: int, operator_key: str, sps: int, merchants: int,
 
 # -- the load generator (its own process) -------------------------------------------------------
 
+OPEN_LOOP_DRAIN_S = 10.0  # open loop: payments still waiting this long after the window fail
+
+
 @dataclass
 class LoadConfig:
     port: int
@@ -352,6 +361,7 @@ class LoadConfig:
     warmup_s: float
     duration_s: float
     seed: int
+    rate: float | None = None  # payments started per second (open loop); None: closed loop
 
 
 @dataclass
@@ -378,52 +388,101 @@ def _error_code(raw: bytes) -> str:
 
 async def _client(cfg: LoadConfig, name: str, window: tuple[float, float],
                   result: LoadResult) -> None:
+    """Closed loop: one payment after another on one connection."""
     start, end = window
-    rng = random.Random(name)
-    conn = Connection("127.0.0.1", cfg.port)
-    clock = time.perf_counter
-    n = 0
+    payment = _Payment(cfg, name, result)
     try:
-        while (t0 := clock()) < end:
-            n += 1  # unique per run: out_trade_no and Idempotency-Keys need no uuid4 per call
-            measured = t0 >= start
-            _merchant_id, merchant_key = rng.choice(cfg.merchants)
-            consumer_id, consumer_key = rng.choice(cfg.consumers)
-            amount = rng.randint(AMOUNT_MINOR_MIN, AMOUNT_MINOR_MAX)
-            try:
-                status, raw = await conn.request(
-                    "POST", "/v1/orders", merchant_key,
-                    {"out_trade_no": f"{name}-{n}", "amount": amount,
-                     "description": "noodles"}, f"{name}-{n}-create")
-                t1 = clock()
-                if status != 201:
-                    if measured:
-                        result.requests += 1
-                        result.errors[f"create {status} {_error_code(raw)}"] += 1
-                    continue
-                order_id = json.loads(raw)["id"]
-                status, raw = await conn.request("POST", f"/v1/orders/{order_id}/pay",
-                                                 consumer_key, {}, f"{name}-{n}-pay")
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError) as exc:
-                if measured:
-                    result.errors[f"transport {type(exc).__name__}"] += 1
-                continue
-            t2 = clock()
-            if not measured:
-                continue
-            result.requests += 2
-            if status != 200:
-                result.errors[f"pay {status} {_error_code(raw)}"] += 1
-                continue
-            result.payment_ms.append((t2 - t0) * 1000)
-            result.create_ms.append((t1 - t0) * 1000)
-            result.pay_ms.append((t2 - t1) * 1000)
-            if json.loads(raw)["status"] == "paid":
-                result.paid.append((order_id, consumer_id, amount))
-            else:  # held for review: its money moves only if an operator approves
-                result.reviewed += 1
+        while (t0 := time.perf_counter()) < end:
+            await payment.run(t0, t0 >= start)
     finally:
-        conn.close()
+        payment.conn.close()
+
+
+async def _open_loop_client(cfg: LoadConfig, name: str, window: tuple[float, float],
+                            due: asyncio.Queue[float | None], result: LoadResult) -> None:
+    """Open loop: take the next payment due (its scheduled start) and make it. Its latency runs
+    from when it was due, so time spent waiting for a free connection counts (no coordinated
+    omission)."""
+    start, end = window
+    payment = _Payment(cfg, name, result)
+    try:
+        while (t0 := await due.get()) is not None:
+            if time.perf_counter() > end + OPEN_LOOP_DRAIN_S:  # far behind: not started
+                result.errors["not started: the server fell behind the rate"] += t0 >= start
+                continue
+            await payment.run(t0, t0 >= start)
+    finally:
+        payment.conn.close()
+
+
+async def _schedule(rate: float, window: tuple[float, float], due: asyncio.Queue[float | None],
+                    clients: int) -> None:
+    """Payment k is due at ``first + k / rate``, from a warm-up start until the window ends."""
+    _start, end = window
+    clock = time.perf_counter
+    first = clock()
+    k = 0
+    while (at := first + k / rate) < end:
+        now = clock()
+        while at <= now:
+            due.put_nowait(at)
+            k += 1
+            at = first + k / rate
+        await asyncio.sleep(min(0.001, max(0.0, at - clock())))
+    for _ in range(clients):
+        due.put_nowait(None)
+
+
+class _Payment:
+    """One connection's payments: create an order as a merchant, pay it as a consumer."""
+
+    def __init__(self, cfg: LoadConfig, name: str, result: LoadResult) -> None:
+        self.cfg, self.name, self.result = cfg, name, result
+        self.rng = random.Random(name)
+        self.conn = Connection("127.0.0.1", cfg.port)
+        self.n = 0
+
+    async def run(self, t0: float, measured: bool) -> None:
+        """One payment due at ``t0``, counted when ``measured``."""
+        cfg, name, result, rng = self.cfg, self.name, self.result, self.rng
+        clock = time.perf_counter
+        self.n += 1  # unique per run: out_trade_no and Idempotency-Keys need no uuid4 per call
+        n = self.n
+        _merchant_id, merchant_key = rng.choice(cfg.merchants)
+        consumer_id, consumer_key = rng.choice(cfg.consumers)
+        amount = rng.randint(AMOUNT_MINOR_MIN, AMOUNT_MINOR_MAX)
+        try:
+            status, raw = await self.conn.request(
+                "POST", "/v1/orders", merchant_key,
+                {"out_trade_no": f"{name}-{n}", "amount": amount,
+                 "description": "noodles"}, f"{name}-{n}-create")
+            t1 = clock()
+            if status != 201:
+                if measured:
+                    result.requests += 1
+                    result.errors[f"create {status} {_error_code(raw)}"] += 1
+                return
+            order_id = json.loads(raw)["id"]
+            status, raw = await self.conn.request("POST", f"/v1/orders/{order_id}/pay",
+                                                  consumer_key, {}, f"{name}-{n}-pay")
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError) as exc:
+            if measured:
+                result.errors[f"transport {type(exc).__name__}"] += 1
+            return
+        t2 = clock()
+        if not measured:
+            return
+        result.requests += 2
+        if status != 200:
+            result.errors[f"pay {status} {_error_code(raw)}"] += 1
+            return
+        result.payment_ms.append((t2 - t0) * 1000)
+        result.create_ms.append((t1 - t0) * 1000)
+        result.pay_ms.append((t2 - t1) * 1000)
+        if json.loads(raw)["status"] == "paid":
+            result.paid.append((order_id, consumer_id, amount))
+        else:  # held for review: its money moves only if an operator approves
+            result.reviewed += 1
 
 
 async def _load(cfg: LoadConfig) -> LoadResult:
@@ -431,8 +490,15 @@ async def _load(cfg: LoadConfig) -> LoadResult:
     run_id = uuid.uuid4().hex[:8]
     start = time.perf_counter() + cfg.warmup_s
     end = start + cfg.duration_s
-    clients = [asyncio.create_task(_client(cfg, f"{run_id}-{cfg.seed}-{i}", (start, end),
-                                           result)) for i in range(cfg.concurrency)]
+    names = [f"{run_id}-{cfg.seed}-{i}" for i in range(cfg.concurrency)]
+    if cfg.rate is None:
+        clients = [asyncio.create_task(_client(cfg, name, (start, end), result))
+                   for name in names]
+    else:
+        due: asyncio.Queue[float | None] = asyncio.Queue()
+        clients = [asyncio.create_task(_open_loop_client(cfg, name, (start, end), due, result))
+                   for name in names]
+        clients.append(asyncio.create_task(_schedule(cfg.rate, (start, end), due, len(names))))
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     cpu0, server0, machine0 = time.process_time(), process_tree_ticks(cfg.server_pid), \
         machine_ticks()
@@ -593,6 +659,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--concurrency", type=int, default=48,
                         help="payments in flight (one keep-alive connection each)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="open loop: start this many payments a second, on at most "
+                             "--concurrency connections, and time each from when it was due "
+                             "(default: closed loop, --concurrency payments always in flight)")
     parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--service-providers", type=int, default=3)
     parser.add_argument("--merchants", type=int, default=50)
@@ -603,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(0: parties minutes old)")
     args = parser.parse_args(argv)
     assert 0 < args.concurrency <= 1000 and 0 < args.duration <= 3600
+    assert args.rate is None or 0 < args.rate <= 100_000
 
     home = Path(tempfile.mkdtemp(prefix="lianjie-bench-http-"))
     with _database(args.database, home) as url:
@@ -656,11 +727,13 @@ def _run(args: argparse.Namespace, servers: list[Server], url: str) -> dict[str,
         servers.append(server)
         world.port = server.port
         print(f"parties aged {args.parties_age_days} days; server restarted", flush=True)
-    print(f"load: {args.concurrency} payments in flight, {args.warmup:g} s warm-up, "
-          f"{args.duration:g} s measured, server pid {server.pid} ({args.workers} worker(s))",
-          flush=True)
+    shape = f"{args.concurrency} payments in flight" if args.rate is None else \
+        f"{args.rate:g} payments started a second on up to {args.concurrency} connections"
+    print(f"load: {shape}, {args.warmup:g} s warm-up, {args.duration:g} s measured, server pid "
+          f"{server.pid} ({args.workers} worker(s))", flush=True)
     r = run_load(LoadConfig(server.port, server.pid, world.merchants, world.consumers,
-                            args.concurrency, args.warmup, args.duration, args.seed))
+                            args.concurrency, args.warmup, args.duration, args.seed,
+                            args.rate))
     races = asyncio.run(check_races(world))
     checks = asyncio.run(check_outcome(world, r))  # after the races: they move money too
     payments_s = len(r.payment_ms) / r.window_s
@@ -684,7 +757,7 @@ def _run(args: argparse.Namespace, servers: list[Server], url: str) -> dict[str,
           f"{checks['orders_checked']} paid orders read back, {checks['orders_wrong']} wrong")
     return {
         "benchmark": "payments_http", "database": args.database, "workers": args.workers,
-        "concurrency": args.concurrency, "duration_s": args.duration,
+        "concurrency": args.concurrency, "rate": args.rate, "duration_s": args.duration,
         "parties_age_days": args.parties_age_days, "payments": len(r.payment_ms),
         "payments_per_s": round(payments_s, 1),
         "requests_per_s": round(r.requests / r.window_s, 1),
