@@ -5,7 +5,7 @@ more CPU than the unit of work it queued: the middleware stack, matching the pat
 routes in turn, solving dependencies, validating the body (benchmarks/RESULTS.md, "Payments
 over HTTP"). ``LianjieApp`` answers these three directly from the ASGI scope:
 
-    POST /v1/orders                     routes_payments.create_order_action
+    POST /v1/orders                     routes_payments.create_once
     POST /v1/orders/{order_id}/pay      routes_payments.pay_once
     POST /v1/red_packets/{id}/grab      routes_marketing.grab_once
 
@@ -122,12 +122,12 @@ Handler = Callable[[Runtime, _Request, str], Awaitable[Outcome]]
 
 
 async def _create_order(rt: Runtime, req: _Request, _arg: str) -> Outcome:
-    from lianjie.api.routes_payments import OrderIn, create_order_action
+    from lianjie.api.routes_payments import OrderIn, create_once
 
     body = req.json(OrderIn)
     p = await req.caller(rt)
     key, fp = req.idempotency()
-    return await rt.mutate_once(p, key, fp, create_order_action(rt, p, body))
+    return await create_once(rt, p, body, key, fp)
 
 
 async def _pay_order(rt: Runtime, req: _Request, order_id: str) -> Outcome:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,7 +25,6 @@ from lianjie.api.access import (
 from lianjie.api.keys import Principal, Role
 from lianjie.api.routes_parties import PAGE_LIMIT_MAX, Body, Caller
 from lianjie.api.runtime import (
-    Action,
     BatchedKeys,
     Runtime,
     batcher_of,
@@ -84,23 +86,64 @@ class P2PIn(Body):
     device_id: str | None = None
 
 
-def create_order_action(rt: Runtime, p: Principal, body: OrderIn) -> Action:
-    """The unit of work of ``POST /v1/orders`` (also run by ``api.fastpath``)."""
-    def action(conn: Connection) -> tuple[int, dict[str, Any]]:
-        merchant = acting_merchant(conn, p, body.merchant_id)
-        order = pay.do_create_order(conn, rt.clock.now(), rt.cfg, merchant.id,
-                                    out_trade_no=body.out_trade_no, amount=body.amount,
-                                    currency_code=body.currency, description=body.description,
-                                    expires_in_s=body.expires_in_s, store_id=body.store_id,
-                                    merchant=merchant)
-        return 201, views.order(order, rt.cfg)
+ORDERS_PER_BATCH_MAX = 512
 
-    return action
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """One ``POST /v1/orders`` whose caller and body are checked: its part of a batch."""
+
+    principal: Principal
+    body: OrderIn
+
+
+def _create_many(rt: Runtime) -> Callable[[Connection, datetime, Sequence[CreateRequest]],
+                                          list[pay.Order | DomainError]]:
+    def run_many(conn: Connection, now: datetime, requests: Sequence[CreateRequest]
+                 ) -> list[pay.Order | DomainError]:
+        """Each request as ``do_create_order`` alone, in turn. A refusal comes from the checks,
+        which all run before the order's one INSERT, so a refused request wrote nothing and
+        needs no savepoint of its own; the next request (the same ``out_trade_no`` under
+        another Idempotency-Key, say) sees what the ones before it wrote."""
+        outcomes: list[pay.Order | DomainError] = []
+        for r in requests:
+            body = r.body
+            try:
+                merchant = acting_merchant(conn, r.principal, body.merchant_id)
+                outcomes.append(pay.do_create_order(
+                    conn, now, rt.cfg, merchant.id, out_trade_no=body.out_trade_no,
+                    amount=body.amount, currency_code=body.currency,
+                    description=body.description, expires_in_s=body.expires_in_s,
+                    store_id=body.store_id, merchant=merchant))
+            except DomainError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    return run_many
+
+
+def _create_batcher(rt: Runtime) -> Batcher[CreateRequest, pay.Order]:
+    return batcher_of(rt, "create_order", lambda: Batcher(
+        rt.committer, rt.clock, _create_many(rt), ORDERS_PER_BATCH_MAX,
+        BatchedKeys(lambda order: (201, views.order(order, rt.cfg)))))
+
+
+async def create_once(rt: Runtime, p: Principal, body: OrderIn, key: str, fp: bytes
+                      ) -> tuple[idempotency.Stored, bool]:
+    """``POST /v1/orders`` (also run by ``api.fastpath``): the response and whether it is a
+    replay. Concurrent creations share one unit of work through a ``Batcher``, each
+    request's response stored under its Idempotency-Key in that unit, as ``Runtime.mutate``
+    would store it."""
+    stored, replayed = await _create_batcher(rt).submit_async(CreateRequest(p, body),
+                                                              (p.key_id, key, fp))
+    return stored, replayed
 
 
 @router.post("/orders", status_code=201, tags=["orders"])
 async def create_order(body: OrderIn, request: Request, rt: RT, p: Caller) -> Response:
-    return await rt.mutate(request, p, create_order_action(rt, p, body))
+    key = idempotency.check_key(request.headers.get("idempotency-key"))
+    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    return stored_response(*await create_once(rt, p, body, key, fp))
 
 
 @router.get("/orders", tags=["orders"])
