@@ -408,9 +408,10 @@ async def _open_loop_client(cfg: LoadConfig, name: str, window: tuple[float, flo
     try:
         while (t0 := await due.get()) is not None:
             if time.perf_counter() > end + OPEN_LOOP_DRAIN_S:  # far behind: not started
-                result.errors["not started: the server fell behind the rate"] += t0 >= start
+                if t0 >= start:
+                    result.errors["not started: the server fell behind the rate"] += 1
                 continue
-            await payment.run(t0, t0 >= start)
+            await payment.run(t0, t0 >= start, time.perf_counter())
     finally:
         payment.conn.close()
 
@@ -424,7 +425,7 @@ async def _schedule(rate: float, window: tuple[float, float], due: asyncio.Queue
     k = 0
     while (at := first + k / rate) < end:
         now = clock()
-        while at <= now:
+        while at <= now and at < end:
             due.put_nowait(at)
             k += 1
             at = first + k / rate
@@ -442,8 +443,10 @@ class _Payment:
         self.conn = Connection("127.0.0.1", cfg.port)
         self.n = 0
 
-    async def run(self, t0: float, measured: bool) -> None:
-        """One payment due at ``t0``, counted when ``measured``."""
+    async def run(self, t0: float, measured: bool, sent: float | None = None) -> None:
+        """One payment due at ``t0`` and started at ``sent`` (the same, in a closed loop),
+        counted when ``measured``. The payment's latency runs from ``t0``; its create's and
+        pay's from when each was sent."""
         cfg, name, result, rng = self.cfg, self.name, self.result, self.rng
         clock = time.perf_counter
         self.n += 1  # unique per run: out_trade_no and Idempotency-Keys need no uuid4 per call
@@ -477,7 +480,7 @@ class _Payment:
             result.errors[f"pay {status} {_error_code(raw)}"] += 1
             return
         result.payment_ms.append((t2 - t0) * 1000)
-        result.create_ms.append((t1 - t0) * 1000)
+        result.create_ms.append((t1 - (t0 if sent is None else sent)) * 1000)
         result.pay_ms.append((t2 - t1) * 1000)
         if json.loads(raw)["status"] == "paid":
             result.paid.append((order_id, consumer_id, amount))

@@ -224,11 +224,10 @@ class Batcher(Generic[Req, Res]):
             raise
 
     def _run(self, conn: Connection, batch: list[_Pending]) -> list[Any]:
-        now: datetime = self.clock.now()
         if not batch:
             return []
         if self.around is None or all(tag is None for _, _, tag in batch):
-            return self._isolated(conn, now, [req for req, _, _ in batch])
+            return self._isolated(conn, self.clock.now(), [req for req, _, _ in batch])
         around = self.around
         tagged = [i for i, item in enumerate(batch) if item[2] is not None]
         results: list[Any] = [None] * len(batch)
@@ -238,6 +237,9 @@ class Batcher(Generic[Req, Res]):
         to_run = [i for i in range(len(batch)) if results[i] is None]
         if not to_run:
             return results
+        # The time of the work, read after the keys' lookup: on PostgreSQL that waits for the
+        # keys' locks, held by another process's unit until it commits.
+        now: datetime = self.clock.now()
         outcomes = self._isolated(conn, now, [batch[i][0] for i in to_run])
         # A request that failed unexpectedly changed nothing and stores no response.
         wrapped: list[tuple[int, Any]] = []

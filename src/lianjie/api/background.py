@@ -84,6 +84,8 @@ class Background:
                 future.result()
             except (LianjieError, AssertionError, OSError) as exc:
                 log.error("background job %s failed: %s", name, exc)
+            except Exception:  # a bug or a database error: logged, and the thread lives on
+                log.exception("background job %s failed", name)
         try:
             pay.deliver_due(rt.engine, rt.committer.run, self._client, rt.clock.now())
         except (LianjieError, OSError) as exc:
