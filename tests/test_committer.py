@@ -336,3 +336,39 @@ def test_a_sqlite_files_checkpoints_run_beside_the_writer(engine: Engine,
     committer.stop()
     assert not checkpointer.running()
     assert len({o for o in owners(engine) if o.startswith("cus_ckpt")}) == 20
+
+
+def test_on_sqlite_the_writer_keeps_its_connection_and_its_page_cache(
+        engine: Engine, clock: ManualClock) -> None:
+    """Group after group the writer works on one SQLite connection, however many readers use
+    the pool's others in between (SQLite empties a connection's page cache when another
+    connection has written since it last looked), and after a failed group it takes a fresh
+    one. PostgreSQL takes a pooled, pinged connection per group."""
+    committer = Committer(engine)
+    committer.start()
+    try:
+        def raw(conn: Connection) -> Any:
+            return conn.connection.driver_connection
+
+        seen = []  # the objects themselves, so that no id is reused
+        for i in range(5):
+            seen.append(committer.run(raw))
+            committer.run(open_wallet(clock.now(), f"cus_keep{i}"))
+            with reader(engine) as c, reader(engine) as d:  # two more pooled connections
+                assert c.execute(text("SELECT count(*) FROM ledger_accounts")).scalar_one() == \
+                    d.execute(text("SELECT count(*) FROM ledger_accounts")).scalar_one()
+        if engine.dialect.name != "sqlite":
+            return
+        assert all(c is seen[0] for c in seen)
+
+        def breaks_the_group(conn: Connection) -> None:
+            conn.invalidate()  # its savepoint cannot be released: the whole group fails
+
+        with pytest.raises(StorageError):
+            committer.run(breaks_the_group)
+        after = committer.run(raw)
+        assert after is not seen[0]
+        assert committer.run(raw) is after
+        assert committer.run(open_wallet(clock.now(), "cus_after")) > 0
+    finally:
+        committer.stop()

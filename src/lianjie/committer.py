@@ -137,6 +137,7 @@ class Committer:
         self.units_committed = 0
         self._turn_path = _sqlite_turn_path(engine)
         self._turn_fd: int | None = None  # opened by the writer thread on first use
+        self._conn: Connection | None = None  # the writer thread's own, kept between groups
         self.checkpointer: Checkpointer | None = None  # a SQLite file's, once started
 
     def start(self) -> None:
@@ -210,6 +211,12 @@ class Committer:
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._drop_connection()
+
+    def _serve(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -270,9 +277,19 @@ class Committer:
         finally:
             fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
 
-    def _try_group(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        with self._turn(), self.engine.connect() as conn:
+    def _connection(self) -> Connection:
+        """(SQLite) The writer thread's connection, the same one group after group while it
+        works.
+
+        SQLite discards a connection's whole page cache when it begins a transaction after
+        another connection has written, and the pool hands its connections out in turn: a
+        group on a connection that readers had used since found its cache empty and read a few
+        hundred pages back from the file (benchmarks/RESULTS.md, "The writer's own
+        connection"). Kept, the connection only ever sees its own writes (in one process).
+        PostgreSQL has no such cache, and takes a pinged connection from the pool per group,
+        so a group after the server restarted does not fail on a dead connection."""
+        if self._conn is None:
+            conn = self.engine.connect()
             raw = conn.connection
             if self.checkpointer is not None and not raw.info.get("checkpoints_elsewhere"):
                 # checkpoints are the checkpointer's (once per pooled connection)
@@ -280,10 +297,31 @@ class Committer:
                     f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
                 raw.info["checkpoints_elsewhere"] = True
             conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                for job in jobs:
-                    outcomes.append(_run_unit(conn, job.unit))
-        return outcomes
+            self._conn = conn
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        """Give the connection back to the pool (after a failed group: the next takes a fresh
+        one, in case this one is broken)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # a broken connection: the pool discards it
+                log.exception("closing the writer's connection failed")
+
+    def _try_group(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        with self._turn():
+            if self.engine.dialect.name != "sqlite":  # a pooled connection, pinged, per group
+                with self.engine.connect() as conn, conn.begin():
+                    return [_run_unit(conn, job.unit) for job in jobs]
+            conn = self._connection()
+            try:
+                with conn.begin():
+                    return [_run_unit(conn, job.unit) for job in jobs]
+            except BaseException:
+                self._drop_connection()
+                raise
 
 
 def _run_unit(conn: Connection, unit: Unit) -> tuple[bool, Any]:
