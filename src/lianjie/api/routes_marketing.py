@@ -29,6 +29,7 @@ from lianjie.api.runtime import (
     Runtime,
     batcher_of,
     current_runtime,
+    idempotency_of,
     json,
     require_role,
     stored_response,
@@ -221,8 +222,7 @@ async def grab(packet_id: str, body: GrabIn, request: Request, rt: RT, p: Caller
     """Concurrent grabs share one unit of work (``GrabBatcher``); each request's response is
     stored under its Idempotency-Key in that unit, as ``Runtime.mutate`` would store it."""
     consumer = _consumer(p)
-    key = idempotency.check_key(request.headers.get("idempotency-key"))
-    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    key, fp = await idempotency_of(request)
     return stored_response(*await grab_once(rt, p, consumer, packet_id, body, key, fp))
 
 

@@ -29,6 +29,7 @@ from lianjie.api.runtime import (
     Runtime,
     batcher_of,
     current_runtime,
+    idempotency_of,
     json,
     require_role,
     stored_response,
@@ -141,8 +142,7 @@ async def create_once(rt: Runtime, p: Principal, body: OrderIn, key: str, fp: by
 
 @router.post("/orders", status_code=201, tags=["orders"])
 async def create_order(body: OrderIn, request: Request, rt: RT, p: Caller) -> Response:
-    key = idempotency.check_key(request.headers.get("idempotency-key"))
-    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    key, fp = await idempotency_of(request)
     return stored_response(*await create_once(rt, p, body, key, fp))
 
 
@@ -213,8 +213,7 @@ async def pay_order(order_id: str, body: PayIn, request: Request, rt: RT,
                     p: Caller) -> Response:
     require_role(p, Role.CONSUMER)
     client = client_context(request, p, body.device_id)
-    key = idempotency.check_key(request.headers.get("idempotency-key"))
-    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    key, fp = await idempotency_of(request)
     return stored_response(*await pay_once(rt, p, order_id, body, client, key, fp))
 
 

@@ -78,11 +78,8 @@ class Runtime:
 
     async def mutate(self, request: Request, principal: Principal, action: Action) -> Response:
         """Run ``action`` once per Idempotency-Key; replay its stored response afterwards."""
-        key = idempotency.check_key(request.headers.get("idempotency-key"))
-        stored, replayed = await self.mutate_once(
-            principal, key, idempotency.fingerprint(request.method, request.url.path,
-                                                    await request.body()), action)
-        return stored_response(stored, replayed)
+        key, fp = await idempotency_of(request)
+        return stored_response(*await self.mutate_once(principal, key, fp, action))
 
     async def mutate_once(self, principal: Principal, key: str, fp: bytes, action: Action
                           ) -> tuple[idempotency.Stored, bool]:
@@ -239,6 +236,13 @@ def _settle(waiters: _Waiters, outcome: dict[bytes, Principal] | BaseException) 
                 f.cancel()
             else:
                 f.set_result(outcome.get(d))
+
+
+async def idempotency_of(request: Request) -> tuple[str, bytes]:
+    """A POST's Idempotency-Key, checked, and the request's fingerprint: what ``mutate`` and
+    the batched routes store a response under."""
+    key = idempotency.check_key(request.headers.get("idempotency-key"))
+    return key, idempotency.fingerprint(request.method, request.url.path, await request.body())
 
 
 def stored_response(stored: idempotency.Stored, replayed: bool) -> Response:
