@@ -41,6 +41,8 @@ def test_creations_in_one_batch_come_out_as_one_by_one(api: Api,
                                                        ) -> None:
     sp = api.service_provider()
     shop, other = api.merchant(sp), api.merchant()
+    pending = api.merchant(sp, approve=False)
+    existing = api.order(shop, out_trade_no="T-0")
     orders_before = api.count("payment_orders")
     keys_before = api.count("idempotency_keys")
     again = str(uuid.uuid4())
@@ -54,6 +56,10 @@ def test_creations_in_one_batch_come_out_as_one_by_one(api: Api,
         (sp["api_key"], _body("T-5", merchant_id=shop["id"]), str(uuid.uuid4())),
         (sp["api_key"], _body("T-6", merchant_id=other["id"]), str(uuid.uuid4())),
         (other["api_key"], _body("T-1"), str(uuid.uuid4())),  # another merchant's T-1
+        (shop["api_key"], _body("T-0"), str(uuid.uuid4())),  # used before this batch
+        (api.operator_key, _body("T-7", merchant_id="mch_nobody"), str(uuid.uuid4())),
+        (sp["api_key"], _body("T-8", merchant_id=pending["id"]), str(uuid.uuid4())),
+        (api.operator_key, _body("T-9", merchant_id=shop["id"]), str(uuid.uuid4())),
     ]
     with caplog.at_level(logging.ERROR, "lianjie"):
         responses, units = _held_together(api, calls)
@@ -77,12 +83,18 @@ def test_creations_in_one_batch_come_out_as_one_by_one(api: Api,
     assert_error(responses[7], 403, "not_your_sub_merchant", "merchant_id")
     assert responses[8].status_code == 201
     assert responses[8].json()["merchant_id"] == other["id"]
+    assert_error(responses[9], 409, "duplicate_out_trade_no", "out_trade_no")
+    assert_error(responses[10], 404, "party_not_found", "merchant_id")
+    assert_error(responses[11], 400, "merchant_not_approved", "merchant_id")
+    assert responses[12].status_code == 201
+    assert responses[12].json()["merchant_id"] == shop["id"]
+    assert api.get_order(existing) == existing  # the duplicate changed nothing
 
-    # Four orders (T-1, T-2, T-5 for the shop; T-1 for the other), and a stored response for
-    # each of the four requests that made one: refusals store nothing.
-    assert api.count("payment_orders") == orders_before + 4
-    assert api.count("idempotency_keys") == keys_before + 4
-    for r in (winner, responses[2], responses[6], responses[8]):
+    # Five orders (T-1, T-2, T-5, T-9 for the shop; T-1 for the other), and a stored response
+    # for each of the five requests that made one: refusals store nothing.
+    assert api.count("payment_orders") == orders_before + 5
+    assert api.count("idempotency_keys") == keys_before + 5
+    for r in (winner, responses[2], responses[6], responses[8], responses[12]):
         order = r.json()
         assert api.get_order(order) == order
     # A refused request stored nothing under its key: sent again, fixed, it is served.

@@ -150,6 +150,37 @@ def rows_in(conn: Connection, sql: str, params: tuple[object, ...], values: Sequ
     return rows
 
 
+PAIRS_PER_STATEMENT_MAX = 512
+
+
+def rows_matching_pairs(conn: Connection, columns: str, table: str, keys: tuple[str, str],
+                        pairs: Sequence[tuple[str, str]]) -> list[Any]:
+    """Rows (``columns`` of ``table`` aliased ``t``) whose two text columns ``keys`` equal one
+    of ``pairs``, one statement per ``PAIRS_PER_STATEMENT_MAX`` pairs, each pair one probe of
+    an index on ``keys``. SQLite joins a ``VALUES`` list to the table (a row-value ``IN``
+    scans it instead), padded to a power of two by repeating the last pair, so that the
+    driver's statement cache keeps a handful of texts rather than one per batch size; a pair
+    given twice may give its row twice. PostgreSQL joins two arrays. Driver SQL, as
+    ``rows_in``: plain tuples."""
+    a, b = keys
+    pg = conn.dialect.name == "postgresql"
+    rows: list[Any] = []
+    for i in range(0, len(pairs), PAIRS_PER_STATEMENT_MAX):
+        chunk = list(pairs[i:i + PAIRS_PER_STATEMENT_MAX])
+        if pg:
+            sql = (f"SELECT {columns} FROM unnest(%s::text[], %s::text[]) AS v(a, b)"
+                   f" JOIN {table} AS t ON t.{a} = v.a AND t.{b} = v.b")
+            args: Any = ([x for x, _ in chunk], [y for _, y in chunk])
+        else:
+            size = 1 << (len(chunk) - 1).bit_length()
+            chunk += [chunk[-1]] * (size - len(chunk))
+            sql = (f"SELECT {columns} FROM (VALUES {', '.join(['(?, ?)'] * size)}) AS v"
+                   f" JOIN {table} AS t ON t.{a} = v.column1 AND t.{b} = v.column2")
+            args = [x for pair in chunk for x in pair]
+        rows += _driver_execute(conn, sql, args).fetchall()
+    return rows
+
+
 def default_database_url() -> str:
     url = os.environ.get(DATABASE_URL_ENV)
     if url:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -26,22 +27,39 @@ from lianjie.errors import DomainError, ErrorCode
 from lianjie.payments import Order, Party, PartyKind, get_order, require_party
 
 
-def acting_merchant(conn: Connection, p: Principal, merchant_id: str | None) -> Party:
-    """The merchant a request acts for, after checking the caller may act for it."""
+def acting_merchant(conn: Connection, p: Principal, merchant_id: str | None,
+                    known: Mapping[str, Party] | None = None) -> Party:
+    """The merchant a request acts for, after checking the caller may act for it. ``known``:
+    parties read in this transaction already (``acting_merchant_id`` names the one to read
+    for each of many requests); a party not among them is read."""
     if p.role == Role.MERCHANT:
         if merchant_id not in (None, p.party_id):
             raise DomainError(ErrorCode.FORBIDDEN, "a merchant key acts for its own merchant",
                               "merchant_id")
-        return require_party(conn, p.party_id, PartyKind.MERCHANT)
+        return _merchant(conn, p.party_id, known, "id")
     if p.role not in (Role.SERVICE_PROVIDER, Role.OPERATOR):
         raise DomainError(ErrorCode.FORBIDDEN, "this key cannot act for a merchant")
     if merchant_id is None:
         raise DomainError(ErrorCode.INVALID_REQUEST, "merchant_id is required", "merchant_id")
-    merchant = require_party(conn, merchant_id, PartyKind.MERCHANT, "merchant_id")
+    merchant = _merchant(conn, merchant_id, known, "merchant_id")
     if p.role == Role.SERVICE_PROVIDER and merchant.parent_id != p.party_id:
         raise DomainError(ErrorCode.NOT_YOUR_SUB_MERCHANT,
                           f"{merchant_id} is not a sub-merchant of {p.party_id}", "merchant_id")
     return merchant
+
+
+def acting_merchant_id(p: Principal, merchant_id: str | None) -> str | None:
+    """The party ``acting_merchant`` reads for this caller and ``merchant_id``, if any."""
+    return p.party_id if p.role == Role.MERCHANT else merchant_id
+
+
+def _merchant(conn: Connection, merchant_id: str, known: Mapping[str, Party] | None,
+              param: str) -> Party:
+    found = known.get(merchant_id) if known is not None and isinstance(merchant_id, str) \
+        else None
+    if found is not None and found.kind == PartyKind.MERCHANT:
+        return found
+    return require_party(conn, merchant_id, PartyKind.MERCHANT, param)
 
 
 def may_see_order(p: Principal, order: Order) -> bool:

@@ -14,13 +14,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, delete, text
 
 from lianjie.api.schema import idempotency_keys as ik
 from lianjie.clock import to_us
-from lianjie.db import DriverSql
+from lianjie.db import DriverSql, rows_matching_pairs
 from lianjie.errors import DomainError, ErrorCode
 
 IDEMPOTENCY_TTL_S = 48 * 3600
@@ -86,15 +85,8 @@ def store(conn: Connection, now: datetime, api_key_id: str, key: str, fp: bytes,
 # A batch's (API key, key) pairs, joined to the table so each is one primary-key probe. The
 # row-value ``(api_key_id, key) IN (VALUES ...)`` SQLAlchemy renders made SQLite scan the whole
 # table (every POST's key) once per batch: on a hot red packet, more CPU than the grabs.
-_LOOKUP_MANY_SQLITE = ("SELECT i.api_key_id, i.key, i.fingerprint, i.status_code, i.body"
-                       " FROM (VALUES {pairs}) AS w CROSS JOIN idempotency_keys AS i"
-                       " WHERE i.api_key_id = w.column1 AND i.key = w.column2")
-_LOOKUP_MANY_PG = ("SELECT i.api_key_id, i.key, i.fingerprint, i.status_code, i.body"
-                   " FROM unnest(%s::text[], %s::text[]) AS w(a, k)"
-                   " JOIN idempotency_keys AS i ON i.api_key_id = w.a AND i.key = w.k")
 _LOCK_MANY_PG = text("SELECT count(pg_advisory_xact_lock(k)) FROM "
                      "(SELECT unnest(CAST(:lock_keys AS bigint[])) AS k ORDER BY 1) AS s")
-LOOKUP_CHUNK = 1000
 
 
 def _lock_key(api_key_id: str, key: str) -> int:
@@ -106,16 +98,17 @@ def lookup_many(conn: Connection, requests: Sequence[tuple[str, str, bytes]]
                 ) -> list[Stored | DomainError | None]:
     """``lookup`` for many ``(api_key_id, key, fingerprint)`` at once, whose (API key, key)
     pairs are distinct: one lock statement (keys locked in order, so two batches cannot
-    deadlock each other) and one select per ``LOOKUP_CHUNK``. Per request: the stored response,
-    an ``idempotency_conflict`` error to answer with, or None when it has not run."""
+    deadlock each other) and one select per ``db.PAIRS_PER_STATEMENT_MAX`` pairs. Per request:
+    the stored response, an ``idempotency_conflict`` error to answer with, or None when it has
+    not run."""
     if conn.dialect.name == "postgresql" and requests:
         conn.execute(_LOCK_MANY_PG, {"lock_keys": sorted(
             {_lock_key(a, k) for a, k, _ in requests})})
     found: dict[tuple[str, str], tuple[bytes, int, str]] = {}
-    pairs = [(a, k) for a, k, _ in requests]
-    for i in range(0, len(pairs), LOOKUP_CHUNK):
-        for api_key_id, key, fp, status, body in _stored_pairs(conn, pairs[i:i + LOOKUP_CHUNK]):
-            found[(api_key_id, key)] = (bytes(fp), status, body)
+    for api_key_id, key, fp, status, body in rows_matching_pairs(
+            conn, "t.api_key_id, t.key, t.fingerprint, t.status_code, t.body",
+            "idempotency_keys", ("api_key_id", "key"), [(a, k) for a, k, _ in requests]):
+        found[(api_key_id, key)] = (bytes(fp), status, body)
     out: list[Stored | DomainError | None] = []
     for a, k, fp in requests:
         hit = found.get((a, k))
@@ -128,14 +121,6 @@ def lookup_many(conn: Connection, requests: Sequence[tuple[str, str, bytes]]
         else:
             out.append(Stored(hit[1], hit[2]))
     return out
-
-
-def _stored_pairs(conn: Connection, pairs: list[tuple[str, str]]) -> Sequence[Any]:
-    if conn.dialect.name == "postgresql":
-        return conn.exec_driver_sql(_LOOKUP_MANY_PG, ([a for a, _ in pairs],
-                                                      [k for _, k in pairs])).all()
-    sql = _LOOKUP_MANY_SQLITE.format(pairs=", ".join(["(?, ?)"] * len(pairs)))
-    return conn.exec_driver_sql(sql, tuple(v for pair in pairs for v in pair)).all()
 
 
 def store_many(conn: Connection, now: datetime,

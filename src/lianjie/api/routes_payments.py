@@ -18,6 +18,7 @@ from lianjie.api import idempotency, views
 from lianjie.api.access import (
     ClientContext,
     acting_merchant,
+    acting_merchant_id,
     client_context,
     owner_visible,
     visible_order,
@@ -39,6 +40,7 @@ from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import INT_ID_MAX, parse_int_id
 from lianjie.money import DEFAULT_CURRENCY
 from lianjie.money import currency as lookup_currency
+from lianjie.payments.parties import parties_by_id
 
 router = APIRouter(prefix="/v1")
 RT = Annotated[Runtime, Depends(current_runtime)]
@@ -102,23 +104,30 @@ def _create_many(rt: Runtime) -> Callable[[Connection, datetime, Sequence[Create
                                           list[pay.Order | DomainError]]:
     def run_many(conn: Connection, now: datetime, requests: Sequence[CreateRequest]
                  ) -> list[pay.Order | DomainError]:
-        """Each request as ``do_create_order`` alone, in turn. A refusal comes from the checks,
-        which all run before the order's one INSERT, so a refused request wrote nothing and
-        needs no savepoint of its own; the next request (the same ``out_trade_no`` under
-        another Idempotency-Key, say) sees what the ones before it wrote."""
-        outcomes: list[pay.Order | DomainError] = []
+        """Each request as ``do_create_order`` alone, in turn (``pay.do_create_orders``): the
+        merchants the callers act for are read in one statement, the ``out_trade_no``s taken
+        in one more, the orders written in one ``executemany``. A refusal comes from the
+        checks, which all run before the write, so a refused request writes nothing and needs
+        no savepoint of its own; a request whose ``out_trade_no`` an earlier one in the batch
+        took (under another Idempotency-Key, say) is refused as a duplicate, as it would be
+        after it."""
+        known = parties_by_id(conn, {
+            mid for r in requests
+            if isinstance(mid := acting_merchant_id(r.principal, r.body.merchant_id), str)})
+        outcomes: list[pay.Order | DomainError | None] = []
+        wanted: list[pay.NewOrder] = []
         for r in requests:
             body = r.body
             try:
-                merchant = acting_merchant(conn, r.principal, body.merchant_id)
-                outcomes.append(pay.do_create_order(
-                    conn, now, rt.cfg, merchant.id, out_trade_no=body.out_trade_no,
-                    amount=body.amount, currency_code=body.currency,
-                    description=body.description, expires_in_s=body.expires_in_s,
-                    store_id=body.store_id, merchant=merchant))
+                merchant = acting_merchant(conn, r.principal, body.merchant_id, known)
             except DomainError as exc:
                 outcomes.append(exc)
-        return outcomes
+                continue
+            outcomes.append(None)
+            wanted.append(pay.NewOrder(merchant, body.out_trade_no, body.amount, body.currency,
+                                       body.description, body.expires_in_s, body.store_id))
+        created = iter(pay.do_create_orders(conn, now, rt.cfg, wanted))
+        return [next(created) if outcome is None else outcome for outcome in outcomes]
 
     return run_many
 

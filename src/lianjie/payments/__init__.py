@@ -7,10 +7,12 @@ inside the caller's unit of work and emits its event to the outbox.
 from lianjie.payments.config import PaymentsConfig
 from lianjie.payments.orders import (
     PAYS_PER_BATCH_MAX,
+    NewOrder,
     Order,
     PayRequest,
     do_close_order,
     do_create_order,
+    do_create_orders,
     do_expire_orders,
     do_pay_many,
     do_pay_order,
@@ -70,6 +72,7 @@ __all__ = [
     "PLATFORM_ID",
     "Delivery",
     "KycStatus",
+    "NewOrder",
     "Order",
     "Party",
     "PartyKind",
@@ -88,6 +91,7 @@ __all__ = [
     "do_create_consumer",
     "do_create_institution",
     "do_create_order",
+    "do_create_orders",
     "do_create_qr_code",
     "do_create_service_provider",
     "do_create_store",
