@@ -13,6 +13,7 @@ import httpx
 
 from conftest import Api
 from console_support import Console, cheap_hashes, console
+from lianjie.marketing.campaigns import in_holdout
 
 assert console and cheap_hashes  # fixtures
 
@@ -24,17 +25,21 @@ def _world(api: Api) -> dict[str, Any]:
     coupon redeemed in a payment and a campaign red packet partly grabbed."""
     op = api.operator_key
     merchant = api.merchant(api.service_provider())
-    consumers = [api.consumer(funds=10_000) for _ in range(5)]
     ends = int(api.clock.now().timestamp()) + 30 * DAY_S
     campaign = api.ok("POST", "/v1/campaigns", op, {"name": "Spring Festival", "budget": 20_000,
                                                     "ends_at": ends, "holdout_bps": 1000})
+    # Five consumers, the first outside the holdout (which hashes the campaign's random id):
+    # it holds a coupon and grabs, whatever the split.
+    consumers = [api.consumer(funds=10_000) for _ in range(5)]
+    while in_holdout(campaign["id"], consumers[0]["id"], 1000):
+        consumers = [api.consumer(funds=10_000), *consumers[:4]]
     segment = api.ok("POST", "/v1/segments", op, {"name": "Everyone", "rule": {"kind": "all"}})
     template = api.ok("POST", f"/v1/campaigns/{campaign['id']}/coupon_templates", op,
                       {"name": "3 off", "kind": "fixed", "amount_off": 300})
     issued = api.ok("POST", f"/v1/coupon_templates/{template['id']}/issue", op,
                     {"segment_id": segment["id"]})
     assert issued["issued"] >= 1
-    holder = next(c for c in consumers if api.ok("GET", "/v1/coupons", c["api_key"])["data"])
+    holder = consumers[0]
     coupon = api.ok("GET", "/v1/coupons", holder["api_key"])["data"][0]
     order = api.order(merchant, 1_000)
     r = api.call("POST", f"/v1/orders/{order['id']}/pay", holder["api_key"],

@@ -111,8 +111,11 @@ def test_features_rebuild_from_the_command_line(engine: Engine, tmp_path: Path,
     url = engine.url.render_as_string(hide_password=False)
     out = tmp_path / "features.csv"
 
+    as_of = clock.now().date()  # the features cover whole days before it
+
     def features(*extra: str) -> dict[str, dict[str, str]]:
-        assert main(["--database", url, "credit", "features", "--out", str(out), *extra]) == 0
+        assert main(["--database", url, "credit", "features", "--out", str(out),
+                     "--as-of", as_of.isoformat(), *extra]) == 0
         with out.open(newline="") as f:
             return {row["merchant_id"]: row for row in csv.DictReader(f)}
 
@@ -121,7 +124,7 @@ def test_features_rebuild_from_the_command_line(engine: Engine, tmp_path: Path,
     rebuilt = features("--rebuild")
     assert set(merchants) <= set(rebuilt)
     paid: defaultdict[str, int] = defaultdict(int)
-    today = to_us(datetime.now(UTC)) // DAY_US * DAY_US  # features cover whole days before it
+    today = to_us(datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC))
     with engine.connect() as c:
         for merchant, n in c.execute(text(
                 "SELECT merchant_id, COUNT(*) FROM payment_orders WHERE status = 'paid' "
