@@ -176,6 +176,11 @@ def test_request_shape_errors(api: Api) -> None:
         ({"expires_in_s": 60.0}, "invalid_request", "expires_in_s"),
         ({"colour": "red"}, "invalid_request", "colour"),
         ({"store_id": "sto_nope"}, "not_found", "store_id"),
+        # A NUL character is refused, not stored (PostgreSQL cannot store it in text at all)
+        ({"out_trade_no": "T-\u0000"}, "invalid_request", "out_trade_no"),
+        ({"description": "noo\u0000dles"}, "invalid_request", "description"),
+        ({"merchant_id": "mch_\u0000"}, "invalid_request", "merchant_id"),
+        ({"currency": "CN\u0000"}, "unknown_currency", "currency"),
     ]
     with api.unchanged():
         for change, code, param in cases:
@@ -191,6 +196,8 @@ def test_request_shape_errors(api: Api) -> None:
     assert api.merchant(sp, fee_rate_bps=20)["fee_rate_bps"] == 20
     api.refused(400, "invalid_request", "POST", "/v1/merchants", api.operator_key,
                 {"name": "Shop", "business_type": "casino"}, param="business_type")
+    api.refused(400, "invalid_request", "POST", "/v1/merchants", api.operator_key,
+                {"name": "Sh\u0000op"}, param="name")
     api.refused(400, "invalid_request", "POST", "/v1/merchants", api.operator_key,
                 {"name": "Shop", "webhook_url": "ftp://example.com"}, param="webhook_url")
     api.refused(400, "invalid_request", "POST", f"/v1/merchants/{shop['id']}/kyc",
@@ -444,3 +451,18 @@ def test_malformed_ids_and_paths(api: Api) -> None:
     assert_error(api.call("GET", "/v1/nowhere", op), 404, "not_found", None)
     assert_error(api.call("DELETE", "/v1/orders", op), 405, "method_not_allowed", None)
     api.refused(404, "not_found", "POST", "/v1/api_keys/key_nope/revoke", op, param="id")
+
+
+def test_a_nul_character_in_the_url_is_refused(api: Api) -> None:
+    """PostgreSQL cannot hold a NUL in text: a path or query parameter carrying one is refused
+    with 400 ``invalid_request`` (it was a 500 there), on every database alike."""
+    shop = api.merchant(api.service_provider())
+    order = api.order(shop)
+    with api.unchanged():
+        for path in ("/v1/orders?out_trade_no=a%00b", f"/v1/orders?merchant_id={shop['id']}%00",
+                     "/v1/orders?after=ord_%00", "/v1/orders/ord_%00x",
+                     f"/v1/orders/{order['id']}%00"):
+            assert_error(api.call("GET", path, shop["api_key"]), 400, "invalid_request")
+        api.refused(400, "invalid_request", "POST", "/v1/orders/ord_%00/close", shop["api_key"],
+                    {})
+    assert api.call("GET", "/v1/orders?out_trade_no=a%01b", shop["api_key"]).status_code == 200

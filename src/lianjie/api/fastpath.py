@@ -36,7 +36,7 @@ from lianjie.api import errors, idempotency
 from lianjie.api.access import CLIENT_IP_HEADER, DEVICE_ID_HEADER, ClientContext
 from lianjie.api.keys import Principal, Role
 from lianjie.api.runtime import Runtime, require_role
-from lianjie.errors import DomainError
+from lianjie.errors import DomainError, ErrorCode
 
 log = logging.getLogger("lianjie.api")
 
@@ -177,6 +177,11 @@ class LianjieApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         matched = _match(scope)
         if matched is None:
+            if scope["type"] == "http" and _nul_in_url(scope):
+                await errors.response_for(DomainError(
+                    ErrorCode.INVALID_REQUEST, "the URL must not contain a NUL character"))(
+                    scope, receive, send)
+                return
             await super().__call__(scope, receive, send)
             return
         received, body = await _read_body(receive)
@@ -204,6 +209,13 @@ class LianjieApp(FastAPI):
         await send({"type": "http.response.start", "status": stored.status_code,
                     "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+
+def _nul_in_url(scope: Scope) -> bool:
+    """A NUL character in the path or the query string (percent-encoded: a raw one cannot
+    cross HTTP/1.1), refused as request bodies' are (``routes_parties.Body``): PostgreSQL
+    cannot hold one in text, so a path or query parameter carrying it would fail the query."""
+    return "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
