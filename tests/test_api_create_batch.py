@@ -60,6 +60,8 @@ def test_creations_in_one_batch_come_out_as_one_by_one(api: Api,
         (api.operator_key, _body("T-7", merchant_id="mch_nobody"), str(uuid.uuid4())),
         (sp["api_key"], _body("T-8", merchant_id=pending["id"]), str(uuid.uuid4())),
         (api.operator_key, _body("T-9", merchant_id=shop["id"]), str(uuid.uuid4())),
+        (shop["api_key"], _body("T-4"), str(uuid.uuid4())),  # T-4 in USD took nothing
+        (api.operator_key, _body("T-10", merchant_id=sp["id"]), str(uuid.uuid4())),  # an SP
     ]
     with caplog.at_level(logging.ERROR, "lianjie"):
         responses, units = _held_together(api, calls)
@@ -88,16 +90,18 @@ def test_creations_in_one_batch_come_out_as_one_by_one(api: Api,
     assert_error(responses[11], 400, "merchant_not_approved", "merchant_id")
     assert responses[12].status_code == 201
     assert responses[12].json()["merchant_id"] == shop["id"]
-    assert api.get_order(existing) == existing  # the duplicate changed nothing
+    assert responses[13].status_code == 201
+    assert responses[13].json()["out_trade_no"] == "T-4"
+    assert_error(responses[14], 404, "party_not_found", "merchant_id")
 
-    # Five orders (T-1, T-2, T-5, T-9 for the shop; T-1 for the other), and a stored response
-    # for each of the five requests that made one: refusals store nothing.
-    assert api.count("payment_orders") == orders_before + 5
-    assert api.count("idempotency_keys") == keys_before + 5
-    for r in (winner, responses[2], responses[6], responses[8], responses[12]):
+    # Six orders (T-1, T-2, T-4, T-5, T-9 for the shop; T-1 for the other), and a stored
+    # response for each of the six requests that made one: refusals store nothing.
+    assert api.count("payment_orders") == orders_before + 6
+    assert api.count("idempotency_keys") == keys_before + 6
+    for r in (winner, responses[2], responses[6], responses[8], responses[12], responses[13]):
         order = r.json()
         assert api.get_order(order) == order
     # A refused request stored nothing under its key: sent again, fixed, it is served.
-    fixed = api.call("POST", "/v1/orders", shop["api_key"], _body("T-4"), calls[5][2])
+    fixed = api.call("POST", "/v1/orders", shop["api_key"], _body("T-4b"), calls[5][2])
     assert fixed.status_code == 201, fixed.text
     api.verify()

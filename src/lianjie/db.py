@@ -150,17 +150,18 @@ def rows_in(conn: Connection, sql: str, params: tuple[object, ...], values: Sequ
     return rows
 
 
-PAIRS_PER_STATEMENT_MAX = 512
+PAIRS_PER_STATEMENT_MAX = 1024
 
 
 def rows_matching_pairs(conn: Connection, columns: str, table: str, keys: tuple[str, str],
                         pairs: Sequence[tuple[str, str]]) -> list[Any]:
     """Rows (``columns`` of ``table`` aliased ``t``) whose two text columns ``keys`` equal one
     of ``pairs``, one statement per ``PAIRS_PER_STATEMENT_MAX`` pairs, each pair one probe of
-    an index on ``keys``. SQLite joins a ``VALUES`` list to the table (a row-value ``IN``
-    scans it instead), padded to a power of two by repeating the last pair, so that the
-    driver's statement cache keeps a handful of texts rather than one per batch size; a pair
-    given twice may give its row twice. PostgreSQL joins two arrays. Driver SQL, as
+    an index on ``keys``. SQLite cross-joins a ``VALUES`` list to the table (a row-value
+    ``IN`` scans the table instead, and ``CROSS JOIN`` keeps the list the outer loop whatever
+    the planner's statistics), padded to a power of two by repeating the last pair, so that
+    the driver's statement cache keeps a handful of texts rather than one per batch size; a
+    pair given twice may give its row twice. PostgreSQL joins two arrays. Driver SQL, as
     ``rows_in``: plain tuples."""
     a, b = keys
     pg = conn.dialect.name == "postgresql"
@@ -175,7 +176,7 @@ def rows_matching_pairs(conn: Connection, columns: str, table: str, keys: tuple[
             size = 1 << (len(chunk) - 1).bit_length()
             chunk += [chunk[-1]] * (size - len(chunk))
             sql = (f"SELECT {columns} FROM (VALUES {', '.join(['(?, ?)'] * size)}) AS v"
-                   f" JOIN {table} AS t ON t.{a} = v.column1 AND t.{b} = v.column2")
+                   f" CROSS JOIN {table} AS t WHERE t.{a} = v.column1 AND t.{b} = v.column2")
             args = [x for pair in chunk for x in pair]
         rows += _driver_execute(conn, sql, args).fetchall()
     return rows

@@ -20,12 +20,15 @@ import orjson
 from sqlalchemy import Engine, select
 
 
-def _iso_date(text: str) -> str:
+def _day_begun(text: str) -> date:
+    """A date, YYYY-MM-DD, no later than today (UTC)."""
     try:
-        date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-    return text
+    if day > datetime.now(UTC).date():
+        raise argparse.ArgumentTypeError(f"{text} is after today (UTC)")
+    return day
 
 
 def _engine(args: argparse.Namespace) -> Engine:
@@ -54,7 +57,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     now = datetime.now(UTC) if args.as_of is None else \
-        datetime.fromisoformat(args.as_of).replace(tzinfo=UTC)
+        datetime(args.as_of.year, args.as_of.month, args.as_of.day, tzinfo=UTC)
     if args.rebuild:  # the year's aggregates from the orders, e.g. after a bulk import
         today = to_us(now) // DAY_US
         run_now(engine, lambda c: refresh_daily(c, today - BUCKETS * BUCKET_DAYS - 1, today))
@@ -152,9 +155,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--out", default="features.csv")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild the daily aggregates for the year from the orders first")
-    p.add_argument("--as-of", default=None, type=_iso_date,
-                   help="the features as at the start of this UTC date, YYYY-MM-DD (default: "
-                        "now; they cover whole days before it)")
+    p.add_argument("--as-of", default=None, type=_day_begun,
+                   help="the features as at the start of this UTC date, YYYY-MM-DD, today or "
+                        "earlier (default: now; they cover whole days before it)")
     p.set_defaults(fn=cmd_features)
     p = cs.add_parser("train", help="train a WoE scorecard and a LightGBM challenger")
     p.add_argument("--csv", required=True, help="labelled CSV: a target and feature columns")

@@ -16,6 +16,7 @@ two consumers racing to pay one order cannot both succeed: the second finds it p
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -215,6 +216,8 @@ def do_create_orders(conn: Connection, now: datetime, cfg: PaymentsConfig,
         rows.append(_order_row(order))
         outcomes.append(order)
     if rows:
+        # in the unique index's order, as two concurrent batches on PostgreSQL must take it
+        rows.sort(key=_BY_MERCHANT_AND_OUT_TRADE_NO)
         _INSERT.many(conn, rows)
     return outcomes
 
@@ -249,6 +252,10 @@ def _checked_order(conn: Connection, now: datetime, cfg: PaymentsConfig, r: NewO
         expires_at=now + timedelta(seconds=ttl), created_at=now, paid_at=None, closed_at=None,
         payer_id=None, entry_id=None, fee_amount=0, commission_amount=0, refunded_amount=0,
         refunded_fee=0, refunded_commission=0)
+
+
+_BY_MERCHANT_AND_OUT_TRADE_NO = operator.itemgetter(_FIELDS.index("merchant_id"),
+                                                    _FIELDS.index("out_trade_no"))
 
 
 def _order_row(order: Order) -> tuple[object, ...]:
