@@ -42,7 +42,7 @@ def test_creations_in_one_batch_come_out_as_one_by_one(api: Api,
     sp = api.service_provider()
     shop, other = api.merchant(sp), api.merchant()
     pending = api.merchant(sp, approve=False)
-    existing = api.order(shop, out_trade_no="T-0")
+    api.order(shop, out_trade_no="T-0")  # T-0 is taken before the batch
     orders_before = api.count("payment_orders")
     keys_before = api.count("idempotency_keys")
     again = str(uuid.uuid4())
