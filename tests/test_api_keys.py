@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tests.aio_support import run_in_own_loop
 
 from conftest import Api
-from lianjie.api.keys import Principal, Role
+from lianjie.api import make_runtime
+from lianjie.api.background import observe_revocations
+from lianjie.api.keys import KeyCache, Principal, Role
 from lianjie.errors import DomainError, ErrorCode
 
 CONSUMERS = 20
@@ -52,3 +55,48 @@ def test_a_key_revoked_after_it_was_cached_stops_working(api: Api) -> None:
     api.ok("POST", f"/v1/api_keys/{spare['id']}/revoke", api.operator_key)
     (refused,) = _resolve(api, [f"Bearer {spare['secret']}"])
     assert isinstance(refused, DomainError) and refused.code == ErrorCode.INVALID_API_KEY
+
+
+def test_a_key_revoked_through_another_process_stops_working_there_within_a_tick(
+        api: Api) -> None:
+    """Another server process on the same database (a runtime of its own) keeps a key it has
+    verified in its cache; once a key is revoked, that process's next background tick reads
+    the revocation epoch and forgets it, instead of serving it until the cache's time to live."""
+    other = make_runtime(api.rt.engine)
+    consumer = api.ok("POST", "/v1/consumers", api.operator_key, {"name": "c"})
+    spare = api.ok("POST", "/v1/api_keys", api.operator_key, {"party_id": consumer["id"]})
+    header = f"Bearer {spare['secret']}"
+
+    def resolve() -> Principal:
+        return run_in_own_loop(other.principal_of(header), 30.0)
+
+    assert resolve().party_id == consumer["id"]  # verified and cached by the other process
+    api.ok("POST", f"/v1/api_keys/{spare['id']}/revoke", api.operator_key)
+    assert resolve().party_id == consumer["id"]  # its cache has not seen the revocation yet
+    refused = _resolve(api, [header])[0]  # the process that revoked it forgets it at once
+    assert isinstance(refused, DomainError) and refused.code == ErrorCode.INVALID_API_KEY
+    observe_revocations(other)  # what its background thread does every tick
+    with pytest.raises(DomainError) as raised:
+        resolve()
+    assert raised.value.code == ErrorCode.INVALID_API_KEY
+    # Its other keys are read again, and served.
+    assert run_in_own_loop(other.principal_of(f"Bearer {consumer['api_key']}"),
+                           30.0).party_id == consumer["id"]
+
+
+def test_a_key_read_before_a_revocation_the_cache_has_seen_is_not_cached() -> None:
+    """The race the epochs close: a lookup that read a key live at epoch 0 finishes after the
+    cache has observed epoch 1 (the key's revocation); its result is not kept."""
+    cache, principal = KeyCache(), Principal("key_1", "cus_1", Role.CONSUMER)
+    cache.observe(0)
+    cache.put(b"d", principal, 0)
+    assert cache.get(b"d") == principal
+    cache.observe(1)
+    assert cache.get(b"d") is None
+    cache.put(b"d", principal, 0)  # read before the revocation
+    assert cache.get(b"d") is None
+    cache.observe(0)  # an older epoch read late changes nothing
+    cache.put(b"d", principal, 0)
+    assert cache.get(b"d") is None
+    cache.put(b"d", principal, 1)
+    assert cache.get(b"d") == principal

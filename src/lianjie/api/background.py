@@ -3,6 +3,8 @@
 - expire unpaid orders past their expiry, and ledger holds past their timeout;
 - turn new outbox events into webhook deliveries, and send the deliveries that are due;
 - purge idempotency keys older than their time to live;
+- read the API keys' revocation epoch, so a key revoked through another process stops working
+  in this one within a tick;
 - return unclaimed red packet money, end campaigns past their end (their unspent budget goes
   back to the funder), and refresh marketing segments once a day.
 
@@ -17,10 +19,11 @@ import logging
 import threading
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from lianjie import ledger, marketing, risk
 from lianjie import payments as pay
-from lianjie.api import idempotency
+from lianjie.api import idempotency, keys
 from lianjie.api.runtime import Runtime
 from lianjie.errors import LianjieError
 
@@ -54,6 +57,7 @@ class Background:
 
     def tick(self, *, purge: bool = False) -> None:
         rt = self.rt
+        observe_revocations(rt)
         jobs = [
             ("expire orders", lambda c: pay.do_expire_orders(c, rt.clock.now())),
             ("expire holds", lambda c: ledger.expire_holds(c, rt.clock.now())),
@@ -90,3 +94,15 @@ class Background:
             pay.deliver_due(rt.engine, rt.committer.run, self._client, rt.clock.now())
         except (LianjieError, OSError) as exc:
             log.error("webhook delivery failed: %s", exc)
+
+
+def observe_revocations(rt: Runtime) -> None:
+    """Read the API keys' revocation epoch: a key revoked through another process leaves this
+    one's cache within a tick (``keys.KeyCache``)."""
+    try:
+        with rt.engine.connect() as conn:
+            epoch = keys.revocation_epoch(conn)
+    except SQLAlchemyError as exc:  # the next tick tries again
+        log.error("reading the API keys' revocation epoch failed: %s", exc)
+        return
+    rt.key_cache.observe(epoch)

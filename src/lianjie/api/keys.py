@@ -19,11 +19,13 @@ from enum import StrEnum
 from sqlalchemy import Connection, select
 
 from lianjie.api.schema import api_keys
-from lianjie.db import rows_in
+from lianjie.db import DriverSql, rows_in
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id, secret_token
 
-CACHE_TTL_S = 30.0  # a revoked key stops working within this long in every process
+# A verified key is kept this long at most. A revocation empties every process's cache sooner:
+# through the revocation epoch (``KeyCache.observe``), within a background tick.
+CACHE_TTL_S = 300.0
 CACHE_ENTRIES_MAX = 100_000
 
 
@@ -66,8 +68,23 @@ def do_revoke_key(conn: Connection, now: datetime, key_id: str) -> None:
     found = conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id)).first()
     if found is None:
         raise DomainError(ErrorCode.NOT_FOUND, f"no API key {key_id!r}", "id")
-    conn.execute(api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                 .values(revoked_at=now))
+    revoked = conn.execute(api_keys.update().where(api_keys.c.id == key_id,
+                                                   api_keys.c.revoked_at.is_(None))
+                           .values(revoked_at=now)).rowcount
+    if revoked:  # every process's cache empties when it next reads the epoch
+        _BUMP_EPOCH.run(conn, ())
+
+
+def revocation_epoch(conn: Connection) -> int:
+    """How many revocations there have been: a key cache read at an older epoch may hold a
+    revoked key."""
+    return int(_EPOCH.run(conn, ()).fetchone()[0])
+
+
+# The row is made by migration 0013; the upsert and the COALESCE keep working without it.
+_EPOCH = DriverSql("SELECT COALESCE(MAX(epoch), 0) FROM api_key_epoch WHERE id = 1")
+_BUMP_EPOCH = DriverSql("INSERT INTO api_key_epoch (id, epoch) VALUES (1, 1) ON CONFLICT (id)"
+                        " DO UPDATE SET epoch = api_key_epoch.epoch + 1")
 
 
 def digest(secret: str) -> bytes:
@@ -87,13 +104,29 @@ def lookup_many(conn: Connection, digests: Sequence[bytes]) -> dict[bytes, Princ
             in rows_in(conn, _LOOKUP_SQL, (), digests, array_type="bytea")}
 
 
+def lookup_at_epoch(conn: Connection, digests: Sequence[bytes]
+                    ) -> tuple[dict[bytes, Principal], int]:
+    """``lookup_many``, and the revocation epoch read before it: a key found live was live
+    after that epoch was read (PostgreSQL's statements each see the latest commits), so any
+    revocation of it comes later and moves the epoch past it."""
+    epoch = revocation_epoch(conn)
+    return lookup_many(conn, digests), epoch
+
+
 class KeyCache:
-    """Verified keys for ``CACHE_TTL_S``, so a request costs no key lookup in the database.
-    Keyed by ``digest``; at most ``CACHE_ENTRIES_MAX`` entries (emptied when full)."""
+    """Verified keys, so a request costs no key lookup in the database. Keyed by ``digest``; at
+    most ``CACHE_ENTRIES_MAX`` entries (emptied when full), each kept ``CACHE_TTL_S`` at most.
+
+    A key is cached with the revocation epoch it was read at (``lookup_at_epoch``), and only
+    while that is the cache's epoch: ``observe`` moves the cache to a later epoch (a key was
+    revoked somewhere) and empties it. The server's background thread observes the epoch every
+    tick, so a key revoked through any process stops working in every process within a tick;
+    the process that revokes it empties its own cache at once (``clear``)."""
 
     def __init__(self) -> None:
         self._entries: dict[bytes, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
+        self.epoch = -1  # none observed yet
 
     def get(self, digest: bytes) -> Principal | None:
         with self._lock:
@@ -102,8 +135,19 @@ class KeyCache:
             return None
         return hit[1]
 
-    def put(self, digest: bytes, principal: Principal) -> None:
+    def observe(self, epoch: int) -> None:
+        """The revocation epoch as just read: a later one than the cache's empties it."""
         with self._lock:
+            if epoch > self.epoch:
+                self.epoch = epoch
+                self._entries.clear()
+
+    def put(self, digest: bytes, principal: Principal, epoch: int) -> None:
+        """Cache a key read live at ``epoch``: kept only if that is the cache's epoch (one read
+        before a revocation the cache has since observed is not)."""
+        with self._lock:
+            if epoch != self.epoch:
+                return
             if len(self._entries) >= CACHE_ENTRIES_MAX:
                 self._entries.clear()
             self._entries[digest] = (time.monotonic() + CACHE_TTL_S, principal)

@@ -3,11 +3,13 @@ codes), consumers, institutions, and API keys."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictInt, field_validator
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from lianjie import payments as pay
@@ -292,5 +294,10 @@ async def revoke_key(key_id: str, request: Request, rt: RT, p: Caller) -> Respon
         return 200, {"id": key_id, "object": "api_key", "revoked": True}
 
     response = await rt.mutate(request, p, action)
+    # This process forgets the key at once, the others when their background tick reads the
+    # revocation epoch; observing the new epoch here also refuses a lookup that read the key
+    # before it was revoked (or the next tick does, should this read fail).
     rt.key_cache.clear()
+    with contextlib.suppress(SQLAlchemyError):
+        rt.key_cache.observe(await rt.read(keys.revocation_epoch))
     return response

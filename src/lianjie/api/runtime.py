@@ -196,12 +196,13 @@ class KeyLookups:
                 batch = {d: queue.waiting.pop(d) for d in digests}
                 self.reads += 1
                 try:
-                    found = await rt.read(partial(keys.lookup_many, digests=digests))
+                    found, epoch = await rt.read(partial(keys.lookup_at_epoch, digests=digests))
                 except SQLAlchemyError as exc:  # each request fails as its own read would
                     _settle(batch, exc)
                     continue
+                rt.key_cache.observe(epoch)
                 for d, principal in found.items():
-                    rt.key_cache.put(d, principal)
+                    rt.key_cache.put(d, principal, epoch)
                 _settle(batch, found)
         except BaseException as exc:  # a bug, or cancelled: no request waits forever
             waiting, queue.waiting = queue.waiting, {}

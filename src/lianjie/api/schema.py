@@ -3,13 +3,15 @@
 - ``api_keys``: a key is a random secret shown once; only its SHA-256 is stored (the secret has
   192 bits of entropy, so a fast hash is the right tool, as for Stripe's and GitHub's tokens).
   ``prefix`` keeps the first characters so operators can tell keys apart.
+- ``api_key_epoch``: one row whose ``epoch`` counts revocations, so that every server process's
+  key cache learns of one within a tick.
 - ``idempotency_keys``: per API key, the request's fingerprint and the response that was
   returned, kept at least ``IDEMPOTENCY_TTL_S`` (48 hours).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
 
 from lianjie.db import Timestamp, metadata
 
@@ -24,6 +26,14 @@ api_keys = Table(
     Column("label", String(100), nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("revoked_at", Timestamp, nullable=True),
+)
+
+# One row (id 1): its epoch goes up by one with every revocation (migration 0013; ``keys``).
+api_key_epoch = Table(
+    "api_key_epoch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
 )
 
 idempotency_keys = Table(
