@@ -22,7 +22,7 @@ from lianjie.api import (
     routes_payments,
     routes_risk,
 )
-from lianjie.api.background import Background
+from lianjie.api.background import Background, RevocationWatcher
 from lianjie.api.fastpath import LianjieApp
 from lianjie.api.heap import HeapKeeper
 from lianjie.api.keys import KeyCache
@@ -48,6 +48,8 @@ def create_app(rt: Runtime, *, background: bool = True, keep_heap: bool = False
         worker = Background(rt) if background else None
         if worker:
             worker.start()
+        watcher = RevocationWatcher(rt)
+        watcher.start()
         heap = HeapKeeper() if keep_heap else None
         if heap:
             heap.start()
@@ -56,6 +58,7 @@ def create_app(rt: Runtime, *, background: bool = True, keep_heap: bool = False
         finally:
             if heap:
                 heap.stop()
+            watcher.stop()
             if worker:
                 worker.stop()
             rt.committer.stop()

@@ -3,8 +3,6 @@
 - expire unpaid orders past their expiry, and ledger holds past their timeout;
 - turn new outbox events into webhook deliveries, and send the deliveries that are due;
 - purge idempotency keys older than their time to live;
-- read the API keys' revocation epoch, so a key revoked through another process stops working
-  in this one within a tick;
 - return unclaimed red packet money, end campaigns past their end (their unspent budget goes
   back to the funder), and refresh marketing segments once a day.
 
@@ -57,7 +55,6 @@ class Background:
 
     def tick(self, *, purge: bool = False) -> None:
         rt = self.rt
-        observe_revocations(rt)
         jobs = [
             ("expire orders", lambda c: pay.do_expire_orders(c, rt.clock.now())),
             ("expire holds", lambda c: ledger.expire_holds(c, rt.clock.now())),
@@ -94,6 +91,30 @@ class Background:
             pay.deliver_due(rt.engine, rt.committer.run, self._client, rt.clock.now())
         except (LianjieError, OSError) as exc:
             log.error("webhook delivery failed: %s", exc)
+
+
+class RevocationWatcher:
+    """Every server process's own thread (the background jobs run in one process of several;
+    this runs in each): it reads the API keys' revocation epoch every tick, so a key revoked
+    through another process stops working in this one within a tick (``keys.KeyCache``)."""
+
+    def __init__(self, rt: Runtime, *, tick_s: float = TICK_S) -> None:
+        self.rt = rt
+        self.tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lianjie-key-epoch",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            observe_revocations(self.rt)
 
 
 def observe_revocations(rt: Runtime) -> None:
