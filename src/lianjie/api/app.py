@@ -7,7 +7,7 @@ OpenAPI document is at ``/openapi.json`` and interactive docs at ``/docs``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 
 from sqlalchemy import Engine
 from starlette.responses import RedirectResponse, Response
@@ -44,24 +44,22 @@ def create_app(rt: Runtime, *, background: bool = True, keep_heap: bool = False
     (``api.fastpath``). ``keep_heap``: a server process's own (``api.heap``)."""
     @asynccontextmanager
     async def lifespan(_app: LianjieApp) -> AsyncIterator[None]:
-        rt.committer.start()
-        worker = Background(rt) if background else None
-        if worker:
-            worker.start()
-        watcher = RevocationWatcher(rt)
-        watcher.start()
-        heap = HeapKeeper() if keep_heap else None
-        if heap:
-            heap.start()
-        try:
+        # Each part stopped in reverse order, also when a later one fails to start.
+        with ExitStack() as started:
+            rt.committer.start()
+            started.callback(rt.committer.stop)
+            if background:
+                worker = Background(rt)
+                worker.start()
+                started.callback(worker.stop)
+            watcher = RevocationWatcher(rt)
+            watcher.start()
+            started.callback(watcher.stop)
+            if keep_heap:
+                heap = HeapKeeper()
+                heap.start()
+                started.callback(heap.stop)
             yield
-        finally:
-            if heap:
-                heap.stop()
-            watcher.stop()
-            if worker:
-                worker.stop()
-            rt.committer.stop()
 
     app = LianjieApp(title="Lianjie", version=lianjie.__version__, lifespan=lifespan,
                      description="QR payments through service providers, wallets and a "

@@ -114,16 +114,24 @@ class RevocationWatcher:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_s):
-            observe_revocations(self.rt)
+            try:
+                observe_revocations(self.rt)
+            except Exception:  # a bug: logged, and the thread lives on (keys.CACHE_TTL_S)
+                log.exception("watching the API keys' revocations failed")
 
 
 def observe_revocations(rt: Runtime) -> None:
     """Read the API keys' revocation epoch: a key revoked through another process leaves this
-    one's cache within a tick (``keys.KeyCache``)."""
+    one's cache within a tick (``keys.KeyCache``). This read is the authority: the cache takes
+    its epoch even when it is lower than one seen before (a database restored from a backup),
+    where lookups only ever move it forward."""
     try:
         with rt.engine.connect() as conn:
             epoch = keys.revocation_epoch(conn)
     except SQLAlchemyError as exc:  # the next tick tries again
         log.error("reading the API keys' revocation epoch failed: %s", exc)
         return
-    rt.key_cache.observe(epoch)
+    if epoch < rt.key_cache.epoch:
+        log.warning("the API keys' revocation epoch went back from %d to %d (a restored "
+                    "database?): the key cache starts again", rt.key_cache.epoch, epoch)
+    rt.key_cache.observe(epoch, authoritative=True)

@@ -23,9 +23,11 @@ from lianjie.db import DriverSql, rows_in
 from lianjie.errors import DomainError, ErrorCode
 from lianjie.ids import new_id, secret_token
 
-# A verified key is kept this long at most. A revocation empties every process's cache sooner:
-# through the revocation epoch (``KeyCache.observe``), within a background tick.
-CACHE_TTL_S = 300.0
+# A verified key is kept this long at most. A revocation through the API (``do_revoke_key``)
+# empties every process's cache within a second, through the revocation epoch
+# (``KeyCache.observe``); this bounds the rest: a key revoked by hand in the database, a
+# process whose watcher thread is not running.
+CACHE_TTL_S = 60.0
 CACHE_ENTRIES_MAX = 100_000
 
 
@@ -119,9 +121,10 @@ class KeyCache:
 
     A key is cached with the revocation epoch it was read at (``lookup_at_epoch``), and only
     while that is the cache's epoch: ``observe`` moves the cache to a later epoch (a key was
-    revoked somewhere) and empties it. The server's background thread observes the epoch every
-    tick, so a key revoked through any process stops working in every process within a tick;
-    the process that revokes it empties its own cache at once (``clear``)."""
+    revoked somewhere) and empties it. Every server process's ``RevocationWatcher`` thread
+    observes the epoch each second, so a key revoked through any process stops working in
+    every process within about a second (a lookup that read it just before the revocation may
+    be cached until then); the process that revokes it empties its own cache at once."""
 
     def __init__(self) -> None:
         self._entries: dict[bytes, tuple[float, Principal]] = {}
@@ -135,10 +138,14 @@ class KeyCache:
             return None
         return hit[1]
 
-    def observe(self, epoch: int) -> None:
-        """The revocation epoch as just read: a later one than the cache's empties it."""
+    def observe(self, epoch: int, *, authoritative: bool = False) -> None:
+        """The revocation epoch as just read: a later one than the cache's empties it. A
+        lookup's epoch only ever moves the cache forward (a slow lookup's older epoch must not
+        let its keys in); the watcher's read, one after another, is ``authoritative`` and moves
+        it to any other epoch, so a database restored to an older one does not stop the
+        caching."""
         with self._lock:
-            if epoch > self.epoch:
+            if epoch > self.epoch or (authoritative and epoch != self.epoch):
                 self.epoch = epoch
                 self._entries.clear()
 

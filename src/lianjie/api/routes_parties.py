@@ -294,9 +294,9 @@ async def revoke_key(key_id: str, request: Request, rt: RT, p: Caller) -> Respon
         return 200, {"id": key_id, "object": "api_key", "revoked": True}
 
     response = await rt.mutate(request, p, action)
-    # This process forgets the key at once, the others when their background tick reads the
+    # This process forgets the key at once, the others when their RevocationWatcher reads the
     # revocation epoch; observing the new epoch here also refuses a lookup that read the key
-    # before it was revoked (or the next tick does, should this read fail).
+    # before it was revoked (or the watcher's next read does, should this one fail).
     rt.key_cache.clear()
     with contextlib.suppress(SQLAlchemyError):
         rt.key_cache.observe(await rt.read(keys.revocation_epoch))

@@ -1,10 +1,10 @@
 """api keys: a revocation epoch, so every server process learns of a revoked key within a second
 
 ``api_key_epoch`` holds one row whose ``epoch`` goes up by one in the transaction that revokes a
-key. A server process caches the keys it has verified, each with the epoch it was read at; its
-background thread reads the epoch every tick and empties the cache when it has moved, so a key
-revoked through one process stops working in the others within a tick instead of the cache's
-time to live.
+key. A server process caches the keys it has verified, each with the epoch it was read at; a
+thread in every process reads the epoch each second and empties the cache when it has moved,
+so a key revoked through one process stops working in the others within about a second
+instead of the cache's time to live.
 
 Revision ID: 0013_api_keys
 Revises: 0012_ledger
