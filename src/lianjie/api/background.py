@@ -30,14 +30,13 @@ TICK_S = 1.0
 PURGE_EVERY_TICKS = 600
 
 
-class Background:
-    def __init__(self, rt: Runtime, *, tick_s: float = TICK_S) -> None:
-        self.rt = rt
+class _Ticking:
+    """A daemon thread that calls ``_on_tick`` every ``tick_s`` seconds until ``stop``."""
+
+    def __init__(self, name: str, tick_s: float) -> None:
         self.tick_s = tick_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lianjie-background",
-                                        daemon=True)
-        self._client = httpx.Client(timeout=pay.webhooks.TIMEOUT_S)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -45,13 +44,29 @@ class Background:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
-        self._client.close()
 
     def _loop(self) -> None:
-        ticks = 0
         while not self._stop.wait(self.tick_s):
-            ticks += 1
-            self.tick(purge=ticks % PURGE_EVERY_TICKS == 0)
+            self._on_tick()
+
+    def _on_tick(self) -> None:
+        raise NotImplementedError
+
+
+class Background(_Ticking):
+    def __init__(self, rt: Runtime, *, tick_s: float = TICK_S) -> None:
+        super().__init__("lianjie-background", tick_s)
+        self.rt = rt
+        self._ticks = 0
+        self._client = httpx.Client(timeout=pay.webhooks.TIMEOUT_S)
+
+    def stop(self) -> None:
+        super().stop()
+        self._client.close()
+
+    def _on_tick(self) -> None:
+        self._ticks += 1
+        self.tick(purge=self._ticks % PURGE_EVERY_TICKS == 0)
 
     def tick(self, *, purge: bool = False) -> None:
         rt = self.rt
@@ -93,31 +108,20 @@ class Background:
             log.error("webhook delivery failed: %s", exc)
 
 
-class RevocationWatcher:
+class RevocationWatcher(_Ticking):
     """Every server process's own thread (the background jobs run in one process of several;
     this runs in each): it reads the API keys' revocation epoch every tick, so a key revoked
     through another process stops working in this one within a tick (``keys.KeyCache``)."""
 
     def __init__(self, rt: Runtime, *, tick_s: float = TICK_S) -> None:
+        super().__init__("lianjie-key-epoch", tick_s)
         self.rt = rt
-        self.tick_s = tick_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lianjie-key-epoch",
-                                        daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.tick_s):
-            try:
-                observe_revocations(self.rt)
-            except Exception:  # a bug: logged, and the thread lives on (keys.CACHE_TTL_S)
-                log.exception("watching the API keys' revocations failed")
+    def _on_tick(self) -> None:
+        try:
+            observe_revocations(self.rt)
+        except Exception:  # a bug: logged, and the thread lives on (keys.CACHE_TTL_S)
+            log.exception("watching the API keys' revocations failed")
 
 
 def observe_revocations(rt: Runtime) -> None:

@@ -82,9 +82,6 @@ def store(conn: Connection, now: datetime, api_key_id: str, key: str, fp: bytes,
 
 # -- many requests in one unit (red packet grabs batched into one unit of work) ---------------
 
-# A batch's (API key, key) pairs, joined to the table so each is one primary-key probe. The
-# row-value ``(api_key_id, key) IN (VALUES ...)`` SQLAlchemy renders made SQLite scan the whole
-# table (every POST's key) once per batch: on a hot red packet, more CPU than the grabs.
 _LOCK_MANY_PG = text("SELECT count(pg_advisory_xact_lock(k)) FROM "
                      "(SELECT unnest(CAST(:lock_keys AS bigint[])) AS k ORDER BY 1) AS s")
 

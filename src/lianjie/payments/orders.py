@@ -170,8 +170,9 @@ def do_create_order(conn: Connection, now: datetime, cfg: PaymentsConfig, mercha
                     qr_code_id: str | None = None, merchant: Party | None = None) -> Order:
     """Open an order. ``merchant`` is the merchant's row when the caller has just read it in
     this transaction (the API checks who may act for it first), saving a second read."""
+    # _checked_order checks that it may collect, first of all
     merchant = merchant if merchant is not None and merchant.id == merchant_id else \
-        require_collecting_merchant(conn, merchant_id)
+        require_party(conn, merchant_id, PartyKind.MERCHANT, "merchant_id")
     order = _checked_order(conn, now, cfg, NewOrder(
         merchant, out_trade_no, amount, currency_code, description, expires_in_s, store_id,
         qr_code_id), lambda m, t: find_order(conn, m, t) is not None)

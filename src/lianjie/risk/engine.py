@@ -392,7 +392,7 @@ def _decide(st: _State, now: datetime, event: Event, reviewable: bool
     elif outcome == "review" and not reviewable:
         outcome = "block"
     decision = Decision(
-        _decision_id(), outcome, round(score, 4), tuple(r.name for r in fired if not r.shadow),
+        new_id("rd"), outcome, round(score, 4), tuple(r.name for r in fired if not r.shadow),
         tuple(r.name for r in fired if r.shadow), tuple(reasons),
         st.rule_set.version, st.model.version if st.model else 0, event, feats)
     if failed:
@@ -478,10 +478,6 @@ def decide_many(conn: Connection, now: datetime, events: list[Event], *,
             out.append(declined)
     batch.flush()
     return out
-
-
-def _decision_id() -> str:
-    return new_id("rd")
 
 
 def _model_points(st: _State) -> float:
